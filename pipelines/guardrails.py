@@ -1,0 +1,57 @@
+"""Guardrails: the standards a template bakes into every pipeline made from it.
+
+Template.guardrails holds a platform team's overrides; `resolve_guardrails` fills the rest
+from DEFAULTS, so a version always carries the complete, explicit set it runs under.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay_seconds": 300,
+    "retry_exponential_backoff": True,
+    "max_retry_delay_seconds": 3600,
+    "execution_timeout_seconds": 1200,
+    "catchup": False,
+    "max_active_runs": 1,
+    "write_mode": "replace_partition",
+    "quality": {"min_rows": 1},
+    "require_owner": True,
+}
+
+# The task graph of each built-in template: (task id, upstream task ids).
+TASK_GRAPHS: dict[str, list[tuple[str, list[str]]]] = {
+    "partitioned_ingestion": [
+        ("extract", []),
+        ("validate", ["extract"]),
+        ("load", ["validate"]),
+        ("publish", ["load"]),
+    ],
+}
+
+
+def resolve_guardrails(template_guardrails: dict[str, Any]) -> dict[str, Any]:
+    resolved = {**DEFAULTS, **(template_guardrails or {})}
+    resolved["quality"] = {**DEFAULTS["quality"], **(template_guardrails or {}).get("quality", {})}
+    return resolved
+
+
+def task_graph(template_kind: str) -> list[tuple[str, list[str]]]:
+    try:
+        return TASK_GRAPHS[template_kind]
+    except KeyError:
+        raise ValueError(f"Template kind '{template_kind}' has no task graph yet.") from None
+
+
+def retry_delay_seconds(guardrails: dict[str, Any], retry_number: int, *, rng: random.Random | None = None) -> float:
+    """Wait before retry n (n >= 1): delay × 2^(n−1) with exponential backoff, capped, with
+    up to 10 % jitter downwards so retries of many tasks do not arrive in lockstep."""
+    base = float(guardrails.get("retry_delay_seconds", DEFAULTS["retry_delay_seconds"]))
+    if guardrails.get("retry_exponential_backoff", True):
+        base = base * (2 ** max(retry_number - 1, 0))
+    capped = min(base, float(guardrails.get("max_retry_delay_seconds", DEFAULTS["max_retry_delay_seconds"])))
+    jitter = (rng or random).uniform(0.9, 1.0)
+    return capped * jitter

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from pipelines.cron import Schedule
+from pipelines.guardrails import task_graph
+from pipelines.models import Backfill, Deployment, Run, TaskRun
+from pipelines.services.audit import audit
+
+
+def deployment_schedule(deployment: Deployment) -> Schedule:
+    inputs = deployment.version.inputs
+    return Schedule(inputs["schedule"], inputs.get("timezone", "UTC"))
+
+
+def logical_date_for(deployment: Deployment, when: date | datetime) -> datetime:
+    """The logical date of the interval that starts at or after `when` (a local date or
+    local wall time in the pipeline's zone): picking 2026-01-01 for a daily 02:30 pipeline
+    means the interval starting 2026-01-01 02:30."""
+    schedule = deployment_schedule(deployment)
+    wall = datetime.combine(when, time()) if not isinstance(when, datetime) else when.replace(tzinfo=None)
+    instant = wall.replace(tzinfo=schedule.zone)
+    return schedule.next_fire(instant - timedelta(microseconds=1))
+
+
+def run_create(
+    *,
+    deployment: Deployment,
+    logical_date: datetime,
+    now: datetime,
+    trigger: str = Run.Trigger.SCHEDULE,
+    backfill: Backfill | None = None,
+    actor=None,
+) -> tuple[Run, bool]:
+    """Create the run for a logical date with its task runs, or return the one that exists.
+
+    Invariant: never two runs for one (deployment, logical date). The unique constraint makes
+    a concurrent double insert fail; we then return the winner's row."""
+    schedule = deployment_schedule(deployment)
+    interval_end = schedule.next_fire(logical_date)
+    guardrails = deployment.version.guardrails
+    existing = Run.objects.filter(deployment=deployment, logical_date=logical_date).first()
+    if existing:
+        return existing, False
+    try:
+        with transaction.atomic():
+            run = Run.objects.create(
+                deployment=deployment, logical_date=logical_date, data_interval_start=logical_date,
+                data_interval_end=interval_end, trigger=trigger, backfill=backfill, queued_at=now,
+                triggered_by=actor if getattr(actor, "pk", None) else None,
+            )
+            TaskRun.objects.bulk_create(
+                TaskRun(run=run, task_id=task_id, position=position, upstream=upstream,
+                        max_tries=int(guardrails.get("retries", 0)) + 1,
+                        timeout_seconds=int(guardrails.get("execution_timeout_seconds", 1200)))
+                for position, (task_id, upstream) in enumerate(task_graph(deployment.pipeline.template.kind))
+            )
+    except IntegrityError:
+        return Run.objects.get(deployment=deployment, logical_date=logical_date), False
+    return run, True
+
+
+def run_trigger(*, actor, deployment: Deployment, logical_date: datetime, now: datetime) -> Run:
+    """Run one logical date now: a new run, or a new attempt of the run that exists."""
+    run, created = run_create(deployment=deployment, logical_date=logical_date, now=now,
+                              trigger=Run.Trigger.MANUAL, actor=actor)
+    if created:
+        audit(actor=actor, action="run.triggered", obj=run, details={"logical_date": logical_date.isoformat()})
+        return run
+    if not run.is_finished:
+        raise ValidationError({"logical_date": [f"The run for {logical_date:%Y-%m-%d %H:%M} UTC is {run.state} already."]})
+    return run_rerun(actor=actor, run=run, now=now)
+
+
+@transaction.atomic
+def run_rerun(*, actor, run: Run, now: datetime, only_failed: bool = False) -> Run:
+    """A new attempt of the same run: tasks go back to pending with a fresh retry budget.
+
+    try_number keeps growing across attempts: it is the fencing token that refuses a late
+    result from a worker of an earlier attempt."""
+    updated = Run.objects.filter(pk=run.pk, state__in=Run.FINISHED_STATES).update(
+        state=Run.State.QUEUED, attempt=F("attempt") + 1, queued_at=now, started_at=None,
+        finished_at=None, error="", rows_written=None,
+    )
+    if not updated:
+        raise ValidationError({"run": [f"The run is {run.state}; wait for it to finish or cancel it first."]})
+    retries = int(run.deployment.version.guardrails.get("retries", 0))
+    task_runs = run.task_runs.all()
+    if only_failed:
+        task_runs = task_runs.exclude(state=TaskRun.State.SUCCESS)
+    task_runs.update(
+        state=TaskRun.State.PENDING, max_tries=F("try_number") + retries + 1, next_try_at=None, queued_at=None,
+        started_at=None, heartbeat_at=None, finished_at=None, error="", worker="",
+    )
+    run.refresh_from_db()
+    audit(actor=actor, action="run.rerun", obj=run, details={"attempt": run.attempt})
+    return run
+
+
+@transaction.atomic
+def run_cancel(*, actor, run: Run, now: datetime) -> Run:
+    """Cancel a run: unstarted tasks never start; a running task's result is refused."""
+    updated = Run.objects.filter(pk=run.pk, state__in=[Run.State.QUEUED, Run.State.RUNNING]).update(
+        state=Run.State.CANCELLED, finished_at=now, error="Cancelled."
+    )
+    if updated:
+        run.task_runs.exclude(state__in=TaskRun.FINISHED_STATES).update(
+            state=TaskRun.State.CANCELLED, finished_at=now
+        )
+        audit(actor=actor, action="run.cancelled", obj=run)
+    run.refresh_from_db()
+    return run

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class StepError(Exception):
+    """A task failed; the message is shown to users, so it never holds a secret."""
+
+
+class TransientError(StepError):
+    """Worth retrying: connection reset, timeout, lock."""
+
+
+class PermanentError(StepError):
+    """Retrying cannot help: bad config, missing table or file, failed quality gate."""
+
+
+@dataclass
+class ConnectionSpec:
+    """A connection resolved for one environment, secret decrypted (never log it)."""
+
+    name: str
+    kind: str
+    config: dict[str, Any]
+    secret: str = ""
+
+
+@dataclass
+class StepContext:
+    pipeline: str
+    environment: str
+    run_id: int
+    task_id: str
+    try_number: int
+    logical_date: datetime
+    data_interval_start: datetime
+    data_interval_end: datetime
+    ds: str
+    inputs: dict[str, Any]
+    guardrails: dict[str, Any]
+    connection: Callable[[str], ConnectionSpec]
+    log: Callable[[str], None] = print
+
+    @property
+    def ds_nodash(self) -> str:
+        return self.ds.replace("-", "")
+
+    @property
+    def template_vars(self) -> dict[str, str]:
+        return {
+            "ds": self.ds,
+            "ds_nodash": self.ds_nodash,
+            "ts": self.logical_date.isoformat(),
+            "data_interval_start": self.data_interval_start.isoformat(),
+            "data_interval_end": self.data_interval_end.isoformat(),
+        }
+
+    @property
+    def staging_table(self) -> str:
+        """One staging table per run, so concurrent runs never share one."""
+        return f"_stg_{self.pipeline}_{self.run_id}"[:63]
+
+
+@dataclass
+class StepResult:
+    rows_read: int | None = None
+    rows_written: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)

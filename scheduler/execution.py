@@ -1,0 +1,166 @@
+"""The task-run state machine. Every transition is a conditional update on (id, state,
+try_number) whose row count says whether this process won; nothing is read, changed and
+saved back. try_number is the fencing token: a worker whose try is no longer current
+cannot record anything."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import F
+
+from pipelines.guardrails import retry_delay_seconds
+from pipelines.models import Run, TaskRun
+
+logger = logging.getLogger("railyard.execution")
+
+ALERT_HOOKS: list = []  # callables(run) for runs that end failed; the alerting work fills these in
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A task run put in `queued`, to be sent to the broker after commit."""
+
+    task_run_id: int
+    try_number: int
+    queue: str
+    timeout_seconds: int
+
+
+def queue_ready_task_runs(run_id: int, now: datetime) -> list[Queued]:
+    """Queue every pending task run of a running run whose upstream tasks all succeeded."""
+    task_runs = list(TaskRun.objects.filter(run_id=run_id).values("id", "task_id", "state", "upstream", "queue", "timeout_seconds"))
+    succeeded = {t["task_id"] for t in task_runs if t["state"] == TaskRun.State.SUCCESS}
+    queued: list[Queued] = []
+    for t in task_runs:
+        if t["state"] != TaskRun.State.PENDING or not set(t["upstream"]) <= succeeded:
+            continue
+        won = TaskRun.objects.filter(
+            pk=t["id"], state=TaskRun.State.PENDING, run__state=Run.State.RUNNING
+        ).update(state=TaskRun.State.QUEUED, try_number=F("try_number") + 1, queued_at=now)
+        if won:
+            try_number = TaskRun.objects.values_list("try_number", flat=True).get(pk=t["id"])
+            queued.append(Queued(t["id"], try_number, t["queue"], t["timeout_seconds"]))
+    return queued
+
+
+def run_start(run_id: int, now: datetime) -> list[Queued]:
+    """queued → running, then queue its first tasks."""
+    with transaction.atomic():
+        if not Run.objects.filter(pk=run_id, state=Run.State.QUEUED).update(state=Run.State.RUNNING, started_at=now):
+            return []
+        return queue_ready_task_runs(run_id, now)
+
+
+def task_run_claim(task_run_id: int, try_number: int, worker: str, now: datetime) -> bool:
+    """queued → running for exactly this try; a duplicate delivery claims nothing."""
+    return bool(
+        TaskRun.objects.filter(pk=task_run_id, state=TaskRun.State.QUEUED, try_number=try_number).update(
+            state=TaskRun.State.RUNNING, started_at=now, heartbeat_at=now, finished_at=None, worker=worker,
+            error="",
+        )
+    )
+
+
+def task_run_heartbeat(task_run_id: int, try_number: int, now: datetime) -> bool:
+    """Extend the lease; False when this try is no longer the live one."""
+    return bool(
+        TaskRun.objects.filter(pk=task_run_id, state=TaskRun.State.RUNNING, try_number=try_number).update(
+            heartbeat_at=now
+        )
+    )
+
+
+def task_run_succeed(
+    task_run_id: int,
+    try_number: int,
+    now: datetime,
+    *,
+    rows_read: int | None = None,
+    rows_written: int | None = None,
+    metrics: dict | None = None,
+    log: str = "",
+) -> list[Queued]:
+    """Record success (fenced), then queue the downstream tasks at once (fast follow)."""
+    with transaction.atomic():
+        won = TaskRun.objects.filter(pk=task_run_id, state=TaskRun.State.RUNNING, try_number=try_number).update(
+            state=TaskRun.State.SUCCESS, finished_at=now, rows_read=rows_read, rows_written=rows_written,
+            metrics=metrics or {}, log=log, error="",
+        )
+        if not won:
+            logger.warning("task run %s try %s: result refused, the try is no longer current", task_run_id, try_number)
+            return []
+        run_id = TaskRun.objects.values_list("run_id", flat=True).get(pk=task_run_id)
+        queued = queue_ready_task_runs(run_id, now)
+        _finish_run_if_done(run_id, now)
+        return queued
+
+
+def task_run_fail(
+    task_run_id: int, try_number: int, now: datetime, *, error: str, retryable: bool, log: str = ""
+) -> bool:
+    """Record a failed try (fenced): up for retry with backoff while tries remain and the
+    error is transient; otherwise failed, its downstream upstream_failed and the run failed.
+    Returns True when the failure was recorded by this call."""
+    with transaction.atomic():
+        row = (
+            TaskRun.objects.filter(pk=task_run_id, state=TaskRun.State.RUNNING, try_number=try_number)
+            .values("run_id", "max_tries", "run__deployment__version__guardrails")
+            .first()
+        )
+        if row is None:
+            return False
+        guardrails = row["run__deployment__version__guardrails"]
+        retries = int(guardrails.get("retries", 0))
+        if retryable and try_number < row["max_tries"]:
+            retry_number = try_number - (row["max_tries"] - retries - 1)
+            delay = retry_delay_seconds(guardrails, max(retry_number, 1), rng=random.Random())
+            won = TaskRun.objects.filter(pk=task_run_id, state=TaskRun.State.RUNNING, try_number=try_number).update(
+                state=TaskRun.State.UP_FOR_RETRY, finished_at=now, error=error, log=log,
+                next_try_at=now + timedelta(seconds=delay),
+            )
+            return bool(won)
+        won = TaskRun.objects.filter(pk=task_run_id, state=TaskRun.State.RUNNING, try_number=try_number).update(
+            state=TaskRun.State.FAILED, finished_at=now, error=error, log=log
+        )
+        if won:
+            _fail_run(row["run_id"], now, error)
+        return bool(won)
+
+
+def _fail_run(run_id: int, now: datetime, error: str) -> None:
+    TaskRun.objects.filter(run_id=run_id, state=TaskRun.State.PENDING).update(
+        state=TaskRun.State.UPSTREAM_FAILED, finished_at=now
+    )
+    if Run.objects.filter(pk=run_id, state=Run.State.RUNNING).update(
+        state=Run.State.FAILED, finished_at=now, error=error[:2000]
+    ):
+        run = Run.objects.select_related("deployment__pipeline", "deployment__environment").get(pk=run_id)
+        for hook in ALERT_HOOKS:
+            transaction.on_commit(lambda hook=hook: hook(run))
+
+
+def _finish_run_if_done(run_id: int, now: datetime) -> None:
+    states = list(TaskRun.objects.filter(run_id=run_id).values_list("state", flat=True))
+    if states and all(state == TaskRun.State.SUCCESS for state in states):
+        rows = (
+            TaskRun.objects.filter(run_id=run_id, task_id="publish").values_list("rows_written", flat=True).first()
+        )
+        Run.objects.filter(pk=run_id, state=Run.State.RUNNING).update(
+            state=Run.State.SUCCESS, finished_at=now, rows_written=rows
+        )
+
+
+def queue_retry(task_run_id: int, now: datetime) -> Queued | None:
+    """up_for_retry whose time came → queued, with the next try number."""
+    won = TaskRun.objects.filter(
+        pk=task_run_id, state=TaskRun.State.UP_FOR_RETRY, next_try_at__lte=now, run__state=Run.State.RUNNING
+    ).update(state=TaskRun.State.QUEUED, try_number=F("try_number") + 1, queued_at=now, next_try_at=None)
+    if not won:
+        return None
+    t = TaskRun.objects.values("try_number", "queue", "timeout_seconds").get(pk=task_run_id)
+    return Queued(task_run_id, t["try_number"], t["queue"], t["timeout_seconds"])

@@ -1,0 +1,136 @@
+"""What a worker does with one task-run id: claim, heart-beat, run the step, record."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import traceback
+from datetime import datetime
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+from django.utils import timezone
+
+from pipelines.cron import Schedule
+from pipelines.models import TaskRun
+from pipelines.services.connections import connection_resolve
+from pipelines.steps import PermanentError, StepContext, TransientError, get_step
+from scheduler import dispatch
+from scheduler.execution import task_run_claim, task_run_fail, task_run_heartbeat, task_run_succeed
+
+logger = logging.getLogger("railyard.worker")
+WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _Log:
+    """The task's log: kept in memory and flushed to the row with each heartbeat."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, message: str) -> None:
+        with self.lock:
+            self.lines.append(f"{timezone.now():%H:%M:%S} {message}")
+
+    def text(self) -> str:
+        with self.lock:
+            return "\n".join(self.lines)
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, task_run_id: int, try_number: int, log: _Log) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{task_run_id}")
+        self.task_run_id, self.try_number, self.log = task_run_id, try_number, log
+        self.stop = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        try:
+            while not self.stop.wait(settings.RAILYARD_HEARTBEAT_SECONDS):
+                try:
+                    if not task_run_heartbeat(self.task_run_id, self.try_number, timezone.now()):
+                        self.lost = True
+                        return
+                    TaskRun.objects.filter(pk=self.task_run_id, try_number=self.try_number).update(log=self.log.text())
+                except DatabaseError:
+                    logger.warning("heartbeat for task run %s failed; retrying", self.task_run_id)
+        finally:
+            connection.close()
+
+
+def execute_task_run(task_run_id: int, try_number: int, *, now: datetime | None = None) -> None:
+    close_old_connections()
+    if not task_run_claim(task_run_id, try_number, WORKER_NAME, now or timezone.now()):
+        logger.info("task run %s try %s: nothing to claim (duplicate or stale delivery)", task_run_id, try_number)
+        return
+    task_run = TaskRun.objects.select_related(
+        "run__deployment__version", "run__deployment__environment", "run__deployment__pipeline__template"
+    ).get(pk=task_run_id)
+    run = task_run.run
+    deployment = run.deployment
+    version = deployment.version
+    log = _Log()
+    log(f"try {try_number} of task '{task_run.task_id}' on {WORKER_NAME}")
+    heartbeat = _Heartbeat(task_run_id, try_number, log)
+    heartbeat.start()
+    try:
+        schedule = Schedule(version.inputs["schedule"], version.inputs.get("timezone", "UTC"))
+        ctx = StepContext(
+            pipeline=deployment.pipeline.slug,
+            environment=deployment.environment.slug,
+            run_id=run.pk,
+            task_id=task_run.task_id,
+            try_number=try_number,
+            logical_date=run.logical_date,
+            data_interval_start=run.data_interval_start,
+            data_interval_end=run.data_interval_end,
+            ds=schedule.partition_date(run.logical_date),
+            inputs=version.inputs,
+            guardrails=version.guardrails,
+            connection=lambda name: connection_resolve(environment=deployment.environment, name=name),
+            log=log,
+        )
+        _inject_faults(ctx, task_run)
+        result = get_step(deployment.pipeline.template.kind, task_run.task_id)(ctx)
+    except PermanentError as exc:
+        _record_failure(task_run_id, try_number, log, f"{exc}", retryable=False)
+    except (TransientError, SoftTimeLimitExceeded, OSError, DatabaseError) as exc:
+        message = (
+            f"execution timeout of {task_run.timeout_seconds} s reached"
+            if isinstance(exc, SoftTimeLimitExceeded) else str(exc)
+        )
+        _record_failure(task_run_id, try_number, log, f"{type(exc).__name__}: {message}", retryable=True)
+    except Exception as exc:  # unknown errors are retried, as Airflow does
+        log(traceback.format_exc(limit=5))
+        _record_failure(task_run_id, try_number, log, f"{type(exc).__name__}: {exc}", retryable=True)
+    else:
+        log(f"success: rows read {result.rows_read}, rows written {result.rows_written}")
+        heartbeat.stop.set()
+        heartbeat.join()
+        dispatch.send(task_run_succeed(
+            task_run_id, try_number, timezone.now(), rows_read=result.rows_read, rows_written=result.rows_written,
+            metrics=result.metrics, log=log.text(),
+        ))
+    finally:
+        heartbeat.stop.set()
+        heartbeat.join()
+
+
+def _record_failure(task_run_id: int, try_number: int, log: _Log, error: str, *, retryable: bool) -> None:
+    log(f"failed ({'will retry if tries remain' if retryable else 'not retryable'}): {error}")
+    task_run_fail(task_run_id, try_number, timezone.now(), error=error, retryable=retryable, log=log.text())
+
+
+def _inject_faults(ctx: StepContext, task_run: TaskRun) -> None:
+    """Fault injection for demos and drills: the template's `inject_transient_failures`
+    makes the first N tries of each run's first task fail with a transient error."""
+    failures = int(ctx.guardrails.get("inject_transient_failures", 0))
+    if failures and task_run.position == 0:
+        first_try = task_run.max_tries - int(ctx.guardrails.get("retries", 0))
+        if ctx.try_number - first_try < failures:
+            raise TransientError(f"Injected failure {ctx.try_number - first_try + 1} of {failures} "
+                                 "(the template sets inject_transient_failures).")
