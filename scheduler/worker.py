@@ -7,11 +7,12 @@ import os
 import socket
 import threading
 import traceback
+from collections.abc import Callable
 from datetime import datetime
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from pipelines.cron import Schedule
@@ -62,9 +63,10 @@ class _Heartbeat(threading.Thread):
             connection.close()
 
 
-def execute_task_run(task_run_id: int, try_number: int, *, now: datetime | None = None) -> None:
-    close_old_connections()
-    if not task_run_claim(task_run_id, try_number, WORKER_NAME, now or timezone.now()):
+def execute_task_run(task_run_id: int, try_number: int, *, clock: Callable[[], datetime] = timezone.now) -> None:
+    """`clock` is the time source for everything this try records (tests pass their own).
+    Celery's Django fix-up closes stale database connections around each task."""
+    if not task_run_claim(task_run_id, try_number, WORKER_NAME, clock()):
         logger.info("task run %s try %s: nothing to claim (duplicate or stale delivery)", task_run_id, try_number)
         return
     task_run = TaskRun.objects.select_related(
@@ -97,22 +99,23 @@ def execute_task_run(task_run_id: int, try_number: int, *, now: datetime | None 
         _inject_faults(ctx, task_run)
         result = get_step(deployment.pipeline.template.kind, task_run.task_id)(ctx)
     except PermanentError as exc:
-        _record_failure(task_run_id, try_number, log, f"{exc}", retryable=False)
+        _record_failure(task_run_id, try_number, log, f"{exc}", retryable=False, now=clock())
     except (TransientError, SoftTimeLimitExceeded, OSError, DatabaseError) as exc:
         message = (
             f"execution timeout of {task_run.timeout_seconds} s reached"
             if isinstance(exc, SoftTimeLimitExceeded) else str(exc)
         )
-        _record_failure(task_run_id, try_number, log, f"{type(exc).__name__}: {message}", retryable=True)
+        _record_failure(task_run_id, try_number, log, f"{type(exc).__name__}: {message}", retryable=True,
+                        now=clock())
     except Exception as exc:  # unknown errors are retried, as Airflow does
         log(traceback.format_exc(limit=5))
-        _record_failure(task_run_id, try_number, log, f"{type(exc).__name__}: {exc}", retryable=True)
+        _record_failure(task_run_id, try_number, log, f"{type(exc).__name__}: {exc}", retryable=True, now=clock())
     else:
         log(f"success: rows read {result.rows_read}, rows written {result.rows_written}")
         heartbeat.stop.set()
         heartbeat.join()
         dispatch.send(task_run_succeed(
-            task_run_id, try_number, timezone.now(), rows_read=result.rows_read, rows_written=result.rows_written,
+            task_run_id, try_number, clock(), rows_read=result.rows_read, rows_written=result.rows_written,
             metrics=result.metrics, log=log.text(),
         ))
     finally:
@@ -120,9 +123,11 @@ def execute_task_run(task_run_id: int, try_number: int, *, now: datetime | None 
         heartbeat.join()
 
 
-def _record_failure(task_run_id: int, try_number: int, log: _Log, error: str, *, retryable: bool) -> None:
+def _record_failure(
+    task_run_id: int, try_number: int, log: _Log, error: str, *, retryable: bool, now: datetime
+) -> None:
     log(f"failed ({'will retry if tries remain' if retryable else 'not retryable'}): {error}")
-    task_run_fail(task_run_id, try_number, timezone.now(), error=error, retryable=retryable, log=log.text())
+    task_run_fail(task_run_id, try_number, now, error=error, retryable=retryable, log=log.text())
 
 
 def _inject_faults(ctx: StepContext, task_run: TaskRun) -> None:
