@@ -22,28 +22,10 @@ DEFAULTS: dict[str, Any] = {
     "require_owner": True,
 }
 
-# The task graph of each built-in template: (task id, upstream task ids).
-TASK_GRAPHS: dict[str, list[tuple[str, list[str]]]] = {
-    "partitioned_ingestion": [
-        ("extract", []),
-        ("validate", ["extract"]),
-        ("load", ["validate"]),
-        ("publish", ["load"]),
-    ],
-}
-
-
 def resolve_guardrails(template_guardrails: dict[str, Any]) -> dict[str, Any]:
     resolved = {**DEFAULTS, **(template_guardrails or {})}
     resolved["quality"] = {**DEFAULTS["quality"], **(template_guardrails or {}).get("quality", {})}
     return resolved
-
-
-def task_graph(template_kind: str) -> list[tuple[str, list[str]]]:
-    try:
-        return TASK_GRAPHS[template_kind]
-    except KeyError:
-        raise ValueError(f"Template kind '{template_kind}' has no task graph yet.") from None
 
 
 def retry_delay_seconds(guardrails: dict[str, Any], retry_number: int, *, rng: random.Random | None = None) -> float:

@@ -7,9 +7,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from pipelines.cron import Schedule
-from pipelines.guardrails import task_graph
 from pipelines.models import Backfill, Deployment, Run, TaskRun
 from pipelines.services.audit import audit
+from pipelines.steps.registry import task_graph
 
 
 def deployment_schedule(deployment: Deployment) -> Schedule:

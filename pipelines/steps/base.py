@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,8 +61,8 @@ class StepContext:
 
     @property
     def staging_table(self) -> str:
-        """One staging table per run, so concurrent runs never share one."""
-        return f"_stg_{self.pipeline}_{self.run_id}"[:63]
+        """One staging table per run, so concurrent runs never share one; always a safe identifier."""
+        return re.sub(r"[^A-Za-z0-9_]", "_", f"_stg_{self.pipeline}_{self.run_id}")[:63]
 
 
 @dataclass

@@ -10,7 +10,6 @@ primary_key, partition_column, warehouse_connection, target_table, timezone (def
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -45,11 +44,6 @@ def partition_value(ctx: StepContext) -> str:
     if ctx.data_interval_end - ctx.data_interval_start >= timedelta(days=1):
         return ctx.ds
     return ctx.data_interval_start.astimezone(pipeline_zone(ctx)).strftime("%Y-%m-%dT%H:%M")
-
-
-def staging_table_name(ctx: StepContext) -> str:
-    """ctx.staging_table made a safe identifier (a pipeline slug may hold '-')."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", ctx.staging_table)[:63]
 
 
 def _identifier(ctx: StepContext, field: str) -> str:
@@ -88,7 +82,7 @@ def _plan(ctx: StepContext) -> _Plan:
         partition_column=_identifier(ctx, "partition_column"),
         primary_key=_primary_key(ctx),
         target_table=_identifier(ctx, "target_table"),
-        staging_table=staging_table_name(ctx),
+        staging_table=ctx.staging_table,
         partition=partition_value(ctx),
     )
 

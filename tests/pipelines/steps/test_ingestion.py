@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.steps import get_step
 from pipelines.steps.base import ConnectionSpec, PermanentError, TransientError
-from pipelines.steps.ingestion import extract, load, partition_value, publish, staging_table_name, validate
+from pipelines.steps.ingestion import extract, load, partition_value, publish, validate
 from tests.pipelines.steps.conftest import make_ctx, write_csv
 
 STEPS = (extract, validate, load, publish)
@@ -48,7 +48,7 @@ def test_full_run_loads_the_file_as_the_partition(tmp_path):
     assert results[2].rows_written == 2
     assert results[3].metrics == {"partition": "2024-03-10", "target_rows": 2}
     assert target_rows(tmp_path) == [("1", "10.5", "2024-03-10"), ("2", "20", "2024-03-10")]
-    assert staging_table_name(ctx) not in table_names(tmp_path)
+    assert ctx.staging_table not in table_names(tmp_path)
 
 
 def test_load_replaces_exactly_the_partition(tmp_path):
@@ -120,7 +120,7 @@ def test_malformed_csv_line_fails_naming_the_line(tmp_path):
     ctx = make_ctx(tmp_path)
     with pytest.raises(PermanentError, match=r"landing/2024-03-10/sales.csv, line 3: expected 2 fields.*found 3"):
         extract(ctx)
-    assert staging_table_name(ctx) not in table_names(tmp_path)
+    assert ctx.staging_table not in table_names(tmp_path)
 
 
 def test_csv_column_named_like_the_partition_is_overwritten(tmp_path):

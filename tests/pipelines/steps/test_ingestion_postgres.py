@@ -7,7 +7,7 @@ import pytest
 
 from pipelines.connectors import open_database
 from pipelines.steps.base import PermanentError
-from pipelines.steps.ingestion import extract, load, publish, staging_table_name, validate
+from pipelines.steps.ingestion import extract, load, publish, validate
 from tests.pipelines.steps.conftest import make_ctx, write_csv
 
 pytestmark = pytest.mark.postgres
@@ -92,7 +92,7 @@ def test_malformed_csv_line_leaves_no_staging(tmp_path, pg_spec):
     ctx = pg_ctx(tmp_path, pg_spec)
     with pytest.raises(PermanentError, match="line 3"):
         extract(ctx)
-    assert staging_table_name(ctx) not in pg_tables(pg_spec)
+    assert ctx.staging_table not in pg_tables(pg_spec)
 
 
 def test_sql_source_extracts_only_the_interval(tmp_path, pg_spec):
