@@ -12,6 +12,10 @@ Daylight saving time follows Debian cron (and cronsim):
   once, at the first occurrence;
 - a schedule whose hour field is a wildcard (hourly and sub-hourly) fires by elapsed time:
   wall times in the gap never happen, repeated wall times fire at both occurrences.
+
+One deliberate difference: Debian cron and cronsim also apply the elapsed-time rule when only
+the *minute* field is a wildcard ('*/15 2 * * *'); Railyard looks at the hour field alone, so
+such a schedule follows the fixed-time rule (see docs/semantics.md).
 """
 
 from __future__ import annotations

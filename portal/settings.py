@@ -133,9 +133,9 @@ RAILYARD_DATA_DIR = Path(env_str("RAILYARD_DATA_DIR") or VAR_DIR / "data")
 
 # --- celery ----------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite3'}"
-CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
-if CELERY_BROKER_URL.startswith("sqla+"):
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.1}
+if CELERY_BROKER_URL.startswith("sqla+sqlite"):
+    CELERY_BROKER_URL = CELERY_BROKER_URL.removeprefix("sqla+")
+    CELERY_BROKER_TRANSPORT = "portal.broker:EmbeddedTransport"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
