@@ -6,11 +6,18 @@ from datetime import UTC, datetime
 
 import pytest
 
+from pipelines.builtins import ensure_builtin_rows
 from tests import factories
 
 
 @pytest.fixture
-def team(db):
+def builtins(db):
+    """dev/stage/prod and the built-in templates (transactional tests flush the migration's rows)."""
+    ensure_builtin_rows()
+
+
+@pytest.fixture
+def team(builtins):
     return factories.make_team("analytics")
 
 
@@ -26,13 +33,13 @@ def teammate(team):
 
 
 @pytest.fixture
-def outsider(db):
+def outsider(builtins):
     """Has no access to the analytics team's pipelines."""
     return factories.make_user("charlie", team=factories.make_team("marketing"))
 
 
 @pytest.fixture
-def landing(db, tmp_path):
+def landing(builtins, tmp_path):
     """A dev 'landing' files connection over tmp_path/landing."""
     folder = tmp_path / "landing"
     folder.mkdir()
@@ -41,7 +48,7 @@ def landing(db, tmp_path):
 
 
 @pytest.fixture
-def warehouse(db, tmp_path):
+def warehouse(builtins, tmp_path):
     """A dev SQLite 'warehouse'; returns the file path."""
     path = tmp_path / "warehouse.sqlite3"
     factories.make_connection("warehouse", "sqlite", {"path": str(path)})
