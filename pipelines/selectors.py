@@ -13,9 +13,10 @@ from datetime import datetime
 from django.db.models import Count, Prefetch, QuerySet
 
 from pipelines.cron import Schedule
-from pipelines.models import Backfill, Connection, Deployment, Environment, Pipeline, Run, TaskRun
+from pipelines.models import Backfill, Connection, Deployment, Environment, Pipeline, Run, TaskRun, Template
 from portal.accounts.models import Team
 
+INGESTION_TEMPLATE_SLUG = "partitioned-ingestion"
 RECENT_RUNS_FOR_RATE = 20
 RUNS_ON_DETAIL_PAGE = 50
 BACKFILLS_ON_DETAIL_PAGE = 5
@@ -68,7 +69,7 @@ class PipelineRow:
     deployment: Deployment
     last_run: Run | None
     success_rate: float | None  # 0..1 over the finished runs among the last 20, None without any
-    recent_runs: int
+    finished_runs: int  # how many of the last 20 runs the rate is computed over
 
     @property
     def pipeline(self) -> Pipeline:
@@ -104,7 +105,7 @@ def pipeline_rows_for_user(*, user) -> list[PipelineRow]:
         finished = [run for run in runs if run.state in (Run.State.SUCCESS, Run.State.FAILED)]
         rate = sum(run.state == Run.State.SUCCESS for run in finished) / len(finished) if finished else None
         rows.append(PipelineRow(deployment=deployment, last_run=runs[0] if runs else None,
-                                success_rate=rate, recent_runs=len(runs)))
+                                success_rate=rate, finished_runs=len(finished)))
     return rows
 
 
@@ -214,3 +215,8 @@ def next_fires(*, cron: str, timezone: str, after: datetime, count: int = 5) -> 
         instant = schedule.next_fire(instant)
         fires.append(instant)
     return fires
+
+
+def ingestion_template() -> Template:
+    """The template behind the minimal form (created by the data migration)."""
+    return Template.objects.get(slug=INGESTION_TEMPLATE_SLUG)

@@ -1,0 +1,1 @@
+"""The pages (`pages.py`): HTML entry points with no business rules."""
