@@ -1,11 +1,12 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from portal.views import pages
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include("portal.api.urls")),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", pages.pipeline_list, name="pipeline_list"),

@@ -14,6 +14,9 @@ from pipelines.inputs import clean_ingestion_inputs
 from pipelines.models import Connection, Deployment, Environment, Pipeline, PipelineVersion, Template
 from pipelines.services.audit import audit
 
+# Names that would collide with the pages under /pipelines/.
+RESERVED_SLUGS = {"new", "cron-preview"}
+
 
 def first_environment() -> Environment:
     environment = Environment.objects.order_by("order").first()
@@ -41,6 +44,8 @@ def pipeline_create(
     clean_slug = (slug or "").strip()
     if not clean_slug or slugify(clean_slug).replace("-", "_") != clean_slug.replace("-", "_") or len(clean_slug) > 63:
         errors["slug"] = ["Use lowercase letters, digits, '-' and '_' (max 63), e.g. 'daily_sales_load'."]
+    elif clean_slug in RESERVED_SLUGS:
+        errors["slug"] = [f"'{clean_slug}' is reserved by the portal's pages; choose another name."]
     elif Pipeline.objects.filter(slug=clean_slug).exists():
         errors["slug"] = [f"A pipeline named '{clean_slug}' exists already; choose another name."]
     if runbook_url:
