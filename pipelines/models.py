@@ -254,6 +254,7 @@ class TaskRun(models.Model):
         QUEUED = "queued", "Queued"  # sent to the workers
         RUNNING = "running", "Running"
         UP_FOR_RETRY = "up_for_retry", "Up for retry"
+        UP_FOR_RESCHEDULE = "up_for_reschedule", "Waiting (sensor)"
         SUCCESS = "success", "Success"
         FAILED = "failed", "Failed"
         UPSTREAM_FAILED = "upstream_failed", "Upstream failed"
@@ -265,12 +266,14 @@ class TaskRun(models.Model):
     task_id = models.SlugField(max_length=63)
     position = models.PositiveSmallIntegerField(default=0)
     upstream = models.JSONField(default=list, blank=True)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
     try_number = models.PositiveIntegerField(default=0)
     max_tries = models.PositiveIntegerField(default=1)
     queue = models.CharField(max_length=63, default="default")
     timeout_seconds = models.PositiveIntegerField(default=1200)
     next_try_at = models.DateTimeField(null=True, blank=True)
+    # When a sensor first poked in this attempt: its timeout counts from here.
+    first_poke_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -288,6 +291,10 @@ class TaskRun(models.Model):
         indexes = [
             # scheduler.loop.queue_due_retries
             models.Index(fields=["next_try_at"], condition=Q(state="up_for_retry"), name="taskrun_retry_idx"),
+            # scheduler.loop.queue_due_retries (sensors waiting to poke again)
+            models.Index(
+                fields=["next_try_at"], condition=Q(state="up_for_reschedule"), name="taskrun_reschedule_idx"
+            ),
             # scheduler.loop.reap_lost_task_runs
             models.Index(fields=["heartbeat_at"], condition=Q(state="running"), name="taskrun_running_idx"),
             # scheduler.loop.requeue_stuck_task_runs

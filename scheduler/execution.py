@@ -21,6 +21,9 @@ logger = logging.getLogger("railyard.execution")
 ALERT_HOOKS: list = []  # callables(run) for runs that end failed; the alerting work fills these in
 
 
+WAITING_STATES = (TaskRun.State.UP_FOR_RETRY, TaskRun.State.UP_FOR_RESCHEDULE)
+
+
 @dataclass(frozen=True)
 class Queued:
     """A task run put in `queued`, to be sent to the broker after commit."""
@@ -132,6 +135,38 @@ def task_run_fail(
         return bool(won)
 
 
+def task_run_reschedule(
+    task_run_id: int, try_number: int, now: datetime, *, waiting_for: str, poke_seconds: float,
+    timeout_seconds: float, log: str = "",
+) -> bool:
+    """A sensor found its condition unmet: free the worker and poke again in `poke_seconds`,
+    keeping the try (reschedule mode), until `timeout_seconds` after the first poke; then the
+    task fails for good with a message that says what it waited for."""
+    with transaction.atomic():
+        row = (
+            TaskRun.objects.filter(pk=task_run_id, state=TaskRun.State.RUNNING, try_number=try_number)
+            .values("run_id", "first_poke_at")
+            .first()
+        )
+        if row is None:
+            return False
+        first_poke = row["first_poke_at"] or now
+        if (now - first_poke).total_seconds() >= timeout_seconds:
+            error = f"Timed out after waiting {timeout_seconds:.0f} s for {waiting_for}."
+            won = TaskRun.objects.filter(pk=task_run_id, state=TaskRun.State.RUNNING, try_number=try_number).update(
+                state=TaskRun.State.FAILED, finished_at=now, error=error, log=log
+            )
+            if won:
+                _fail_run(row["run_id"], now, error)
+            return bool(won)
+        # The next poke is a new delivery with a new fencing token; max_tries moves with it
+        # so the poke does not use up a retry.
+        return bool(TaskRun.objects.filter(pk=task_run_id, state=TaskRun.State.RUNNING, try_number=try_number).update(
+            state=TaskRun.State.UP_FOR_RESCHEDULE, first_poke_at=first_poke, max_tries=F("max_tries") + 1,
+            next_try_at=now + timedelta(seconds=poke_seconds), error=f"Waiting for {waiting_for}.", log=log,
+        ))
+
+
 def _fail_run(run_id: int, now: datetime, error: str) -> None:
     TaskRun.objects.filter(run_id=run_id, state=TaskRun.State.PENDING).update(
         state=TaskRun.State.UPSTREAM_FAILED, finished_at=now
@@ -156,9 +191,9 @@ def _finish_run_if_done(run_id: int, now: datetime) -> None:
 
 
 def queue_retry(task_run_id: int, now: datetime) -> Queued | None:
-    """up_for_retry whose time came → queued, with the next try number."""
+    """up_for_retry (or a sensor's up_for_reschedule) whose time came → queued, next try number."""
     won = TaskRun.objects.filter(
-        pk=task_run_id, state=TaskRun.State.UP_FOR_RETRY, next_try_at__lte=now, run__state=Run.State.RUNNING
+        pk=task_run_id, state__in=WAITING_STATES, next_try_at__lte=now, run__state=Run.State.RUNNING
     ).update(state=TaskRun.State.QUEUED, try_number=F("try_number") + 1, queued_at=now, next_try_at=None)
     if not won:
         return None

@@ -20,7 +20,7 @@ from django.utils import timezone
 from pipelines.models import Backfill, Deployment, Run, TaskRun
 from pipelines.services.runs import deployment_schedule, run_create
 from scheduler import dispatch
-from scheduler.execution import queue_retry, run_start, task_run_fail
+from scheduler.execution import WAITING_STATES, queue_retry, run_start, task_run_fail
 
 logger = logging.getLogger("railyard.scheduler")
 
@@ -149,9 +149,11 @@ def start_runs_for(deployment_id: int, backfill_id: int | None, now: datetime) -
 
 
 def queue_due_retries(now: datetime) -> int:
-    ids = TaskRun.objects.filter(state=TaskRun.State.UP_FOR_RETRY, next_try_at__lte=now).values_list("id", flat=True)
     count = 0
-    for task_run_id in list(ids[:1000]):
+    due = []
+    for state in WAITING_STATES:  # one query per partial index
+        due += TaskRun.objects.filter(state=state, next_try_at__lte=now).values_list("id", flat=True)[:1000]
+    for task_run_id in due:
         with transaction.atomic():
             queued = queue_retry(task_run_id, now)
             if queued:

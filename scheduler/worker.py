@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from datetime import datetime
@@ -18,9 +19,18 @@ from django.utils import timezone
 from pipelines.cron import Schedule
 from pipelines.models import TaskRun
 from pipelines.services.connections import connection_resolve
+from pipelines.services.runs import sensor_settings
 from pipelines.steps import PermanentError, StepContext, TransientError, get_step
+from pipelines.steps.base import NotReady
+from pipelines.steps.sensors import poke_settings
 from scheduler import dispatch
-from scheduler.execution import task_run_claim, task_run_fail, task_run_heartbeat, task_run_succeed
+from scheduler.execution import (
+    task_run_claim,
+    task_run_fail,
+    task_run_heartbeat,
+    task_run_reschedule,
+    task_run_succeed,
+)
 
 logger = logging.getLogger("railyard.worker")
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
@@ -98,6 +108,11 @@ def execute_task_run(task_run_id: int, try_number: int, *, clock: Callable[[], d
         )
         _inject_faults(ctx, task_run)
         result = get_step(deployment.pipeline.template.kind, task_run.task_id)(ctx)
+    except NotReady as exc:
+        poke_seconds, timeout_seconds = poke_settings(sensor_settings(version))
+        log(f"not ready: waiting for {exc}; next poke in {poke_seconds:.0f} s")
+        task_run_reschedule(task_run_id, try_number, clock(), waiting_for=str(exc), poke_seconds=poke_seconds,
+                            timeout_seconds=timeout_seconds, log=log.text())
     except PermanentError as exc:
         _record_failure(task_run_id, try_number, log, f"{exc}", retryable=False, now=clock())
     except (TransientError, SoftTimeLimitExceeded, OSError, DatabaseError) as exc:
@@ -131,8 +146,31 @@ def _record_failure(
 
 
 def _inject_faults(ctx: StepContext, task_run: TaskRun) -> None:
-    """Fault injection for demos and drills: the template's `inject_transient_failures`
-    makes the first N tries of each run's first task fail with a transient error."""
+    """Fault injection for demos and drills (tests/faults), from the template's guardrails:
+
+    - `inject_transient_failures: N` makes the first N tries of each run's first task fail
+      with a transient error;
+    - `inject_delay_seconds: S` (every task) or `{task_id: S}` (those tasks) sleeps S seconds
+      before the step, heart-beating as usual: a slow task, to kill or stop a worker mid-task;
+    - `inject_crash: true` makes every try of each run's first task kill its Celery pool
+      process (`os._exit(1)`), the way a segfault or the OOM killer would: the try is never
+      recorded by the worker, only reaped by the scheduler. Outside a Celery worker (eager
+      tasks, in-process tests) it raises a transient error instead of exiting the caller."""
+    delay = ctx.guardrails.get("inject_delay_seconds", 0)
+    if isinstance(delay, dict):
+        delay = delay.get(task_run.task_id, 0)
+    if float(delay or 0) > 0:
+        ctx.log(f"injected delay of {float(delay):g} s (the template sets inject_delay_seconds)")
+        time.sleep(float(delay))
+    if ctx.guardrails.get("inject_crash") and task_run.position == 0:
+        from celery import current_task
+
+        request = current_task.request if current_task else None  # a proxy: false outside a task
+        if request is not None and not request.called_directly and not request.is_eager:
+            logger.warning("task run %s try %s: injected crash of this worker process (inject_crash)",
+                           task_run.pk, ctx.try_number)
+            os._exit(1)
+        raise TransientError("Injected crash (the template sets inject_crash; not exiting outside a worker).")
     failures = int(ctx.guardrails.get("inject_transient_failures", 0))
     if failures and task_run.position == 0:
         first_try = task_run.max_tries - int(ctx.guardrails.get("retries", 0))

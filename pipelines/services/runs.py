@@ -27,6 +27,11 @@ def logical_date_for(deployment: Deployment, when: date | datetime) -> datetime:
     return schedule.next_fire(instant - timedelta(microseconds=1))
 
 
+def sensor_settings(version) -> dict | None:
+    """The wait_for_source sensor of a version: from its inputs, else its template's guardrails."""
+    return version.inputs.get("wait_for_source") or version.guardrails.get("wait_for_source") or None
+
+
 def run_create(
     *,
     deployment: Deployment,
@@ -57,7 +62,9 @@ def run_create(
                 TaskRun(run=run, task_id=task_id, position=position, upstream=upstream,
                         max_tries=int(guardrails.get("retries", 0)) + 1,
                         timeout_seconds=int(guardrails.get("execution_timeout_seconds", 1200)))
-                for position, (task_id, upstream) in enumerate(task_graph(deployment.pipeline.template.kind))
+                for position, (task_id, upstream) in enumerate(
+                    task_graph(deployment.pipeline.template.kind, sensor=sensor_settings(deployment.version))
+                )
             )
     except IntegrityError:
         return Run.objects.get(deployment=deployment, logical_date=logical_date), False
@@ -94,6 +101,7 @@ def run_rerun(*, actor, run: Run, now: datetime, only_failed: bool = False) -> R
         task_runs = task_runs.exclude(state=TaskRun.State.SUCCESS)
     task_runs.update(
         state=TaskRun.State.PENDING, max_tries=F("try_number") + retries + 1, next_try_at=None, queued_at=None,
+        first_poke_at=None,
         started_at=None, heartbeat_at=None, finished_at=None, error="", worker="",
     )
     run.refresh_from_db()

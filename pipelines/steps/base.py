@@ -19,6 +19,11 @@ class PermanentError(StepError):
     """Retrying cannot help: bad config, missing table or file, failed quality gate."""
 
 
+class NotReady(StepError):
+    """A sensor's condition is not met yet: poke again later without holding a worker slot
+    and without using a retry (reschedule mode)."""
+
+
 @dataclass
 class ConnectionSpec:
     """A connection resolved for one environment, secret decrypted (never log it)."""
