@@ -8,6 +8,7 @@ from pipelines.models import (
     Environment,
     Pipeline,
     PipelineVersion,
+    Pool,
     Run,
     TaskRun,
     Template,
@@ -30,6 +31,12 @@ class ConnectionAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="secret set")
     def has_secret(self, obj):
         return obj.has_secret
+
+
+@admin.register(Pool)
+class PoolAdmin(admin.ModelAdmin):
+    list_display = ["name", "slots", "queue", "description"]
+    search_fields = ["name"]
 
 
 @admin.register(Template)
@@ -82,8 +89,8 @@ class RunAdmin(admin.ModelAdmin):
 
 @admin.register(TaskRun)
 class TaskRunAdmin(admin.ModelAdmin):
-    list_display = ["run", "task_id", "state", "try_number", "heartbeat_at", "rows_written"]
-    list_filter = ["state", "task_id"]
+    list_display = ["run", "task_id", "state", "try_number", "pool", "heartbeat_at", "rows_written"]
+    list_filter = ["state", "task_id", "pool"]
     search_fields = ["run__deployment__pipeline__slug", "task_id"]
     list_select_related = ["run__deployment__pipeline", "run__deployment__environment"]
 

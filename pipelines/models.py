@@ -57,6 +57,22 @@ class Connection(models.Model):
         return bool(self.secret_encrypted)
 
 
+class Pool(models.Model):
+    """Caps how many task runs use a resource at once (e.g. `warehouse_prod: 4`); its task
+    runs go to their own Celery queue, so workers can be dedicated to it."""
+
+    name = models.SlugField(max_length=63, unique=True)
+    slots = models.PositiveIntegerField(default=1)
+    queue = models.SlugField(max_length=63, default="default", help_text="Celery queue its task runs go to.")
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slots} slots)"
+
+
 class Template(models.Model):
     """A guardrail recipe: the standards every pipeline made from it gets."""
 
@@ -251,6 +267,7 @@ class TaskRun(models.Model):
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"  # waiting for upstream tasks
+        SCHEDULED = "scheduled", "Waiting for a pool slot"
         QUEUED = "queued", "Queued"  # sent to the workers
         RUNNING = "running", "Running"
         UP_FOR_RETRY = "up_for_retry", "Up for retry"
@@ -270,6 +287,7 @@ class TaskRun(models.Model):
     try_number = models.PositiveIntegerField(default=0)
     max_tries = models.PositiveIntegerField(default=1)
     queue = models.CharField(max_length=63, default="default")
+    pool = models.CharField(max_length=63, blank=True, default="")
     timeout_seconds = models.PositiveIntegerField(default=1200)
     next_try_at = models.DateTimeField(null=True, blank=True)
     # When a sensor first poked in this attempt: its timeout counts from here.
@@ -295,6 +313,8 @@ class TaskRun(models.Model):
             models.Index(
                 fields=["next_try_at"], condition=Q(state="up_for_reschedule"), name="taskrun_reschedule_idx"
             ),
+            # scheduler.execution.admit_from_pool: slots in use and task runs waiting for one
+            models.Index(fields=["pool", "state"], condition=~Q(pool=""), name="taskrun_pool_idx"),
             # scheduler.loop.reap_lost_task_runs
             models.Index(fields=["heartbeat_at"], condition=Q(state="running"), name="taskrun_running_idx"),
             # scheduler.loop.requeue_stuck_task_runs

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import F
 
 from pipelines.guardrails import retry_delay_seconds
-from pipelines.models import Run, TaskRun
+from pipelines.models import Pool, Run, TaskRun
 
 logger = logging.getLogger("railyard.execution")
 
@@ -36,19 +36,58 @@ class Queued:
 
 def queue_ready_task_runs(run_id: int, now: datetime) -> list[Queued]:
     """Queue every pending task run of a running run whose upstream tasks all succeeded."""
-    task_runs = list(TaskRun.objects.filter(run_id=run_id).values("id", "task_id", "state", "upstream", "queue", "timeout_seconds"))
+    task_runs = list(TaskRun.objects.filter(run_id=run_id).values("id", "task_id", "state", "upstream"))
     succeeded = {t["task_id"] for t in task_runs if t["state"] == TaskRun.State.SUCCESS}
     queued: list[Queued] = []
     for t in task_runs:
-        if t["state"] != TaskRun.State.PENDING or not set(t["upstream"]) <= succeeded:
-            continue
-        won = TaskRun.objects.filter(
-            pk=t["id"], state=TaskRun.State.PENDING, run__state=Run.State.RUNNING
-        ).update(state=TaskRun.State.QUEUED, try_number=F("try_number") + 1, queued_at=now)
-        if won:
-            try_number = TaskRun.objects.values_list("try_number", flat=True).get(pk=t["id"])
-            queued.append(Queued(t["id"], try_number, t["queue"], t["timeout_seconds"]))
+        if t["state"] == TaskRun.State.PENDING and set(t["upstream"]) <= succeeded:
+            queued += admit(t["id"], (TaskRun.State.PENDING,), now)
     return queued
+
+
+def admit(task_run_id: int, from_states: tuple[str, ...], now: datetime) -> list[Queued]:
+    """The one way into `queued`: straight in without a pool; through `scheduled` and a free
+    slot with one. Each admission is a new try (a new fencing token)."""
+    row = TaskRun.objects.filter(pk=task_run_id).values("pool").first()
+    if row is None:
+        return []
+    live = TaskRun.objects.filter(pk=task_run_id, state__in=from_states, run__state=Run.State.RUNNING)
+    if not row["pool"]:
+        if not live.update(state=TaskRun.State.QUEUED, try_number=F("try_number") + 1, queued_at=now,
+                           next_try_at=None):
+            return []
+        t = TaskRun.objects.values("try_number", "queue", "timeout_seconds").get(pk=task_run_id)
+        return [Queued(task_run_id, t["try_number"], t["queue"], t["timeout_seconds"])]
+    if not live.update(state=TaskRun.State.SCHEDULED, next_try_at=None):
+        return []
+    return admit_from_pool(row["pool"], now)
+
+
+def admit_from_pool(pool_name: str, now: datetime) -> list[Queued]:
+    """Queue the oldest task runs waiting for this pool, as many as it has free slots. The
+    pool row is locked meanwhile, so two processes never hand out the same slot."""
+    with transaction.atomic():
+        pool = Pool.objects.select_for_update().filter(name=pool_name).first()
+        waiting = TaskRun.objects.filter(pool=pool_name, state=TaskRun.State.SCHEDULED)
+        if pool is None:
+            error = f"Pool '{pool_name}' does not exist. Create it (Admin → Pools) or remove it from the template."
+            for task_run_id, run_id in list(waiting.values_list("id", "run_id")):
+                if TaskRun.objects.filter(pk=task_run_id, state=TaskRun.State.SCHEDULED).update(
+                    state=TaskRun.State.FAILED, finished_at=now, error=error
+                ):
+                    _fail_run(run_id, now, error)
+            return []
+        in_use = TaskRun.objects.filter(pool=pool_name, state__in=[TaskRun.State.QUEUED, TaskRun.State.RUNNING]).count()
+        queued: list[Queued] = []
+        for t in waiting.order_by("run__logical_date", "position").values("id", "timeout_seconds")[
+            : max(pool.slots - in_use, 0)
+        ]:
+            if TaskRun.objects.filter(pk=t["id"], state=TaskRun.State.SCHEDULED).update(
+                state=TaskRun.State.QUEUED, try_number=F("try_number") + 1, queued_at=now, queue=pool.queue
+            ):
+                try_number = TaskRun.objects.values_list("try_number", flat=True).get(pk=t["id"])
+                queued.append(Queued(t["id"], try_number, pool.queue, t["timeout_seconds"]))
+        return queued
 
 
 def run_start(run_id: int, now: datetime) -> list[Queued]:
@@ -97,8 +136,10 @@ def task_run_succeed(
         if not won:
             logger.warning("task run %s try %s: result refused, the try is no longer current", task_run_id, try_number)
             return []
-        run_id = TaskRun.objects.values_list("run_id", flat=True).get(pk=task_run_id)
+        run_id, pool = TaskRun.objects.values_list("run_id", "pool").get(pk=task_run_id)
         queued = queue_ready_task_runs(run_id, now)
+        if pool:  # the slot this try held is free: hand it on at once
+            queued += admit_from_pool(pool, now)
         _finish_run_if_done(run_id, now)
         return queued
 
@@ -190,12 +231,8 @@ def _finish_run_if_done(run_id: int, now: datetime) -> None:
         )
 
 
-def queue_retry(task_run_id: int, now: datetime) -> Queued | None:
-    """up_for_retry (or a sensor's up_for_reschedule) whose time came → queued, next try number."""
-    won = TaskRun.objects.filter(
-        pk=task_run_id, state__in=WAITING_STATES, next_try_at__lte=now, run__state=Run.State.RUNNING
-    ).update(state=TaskRun.State.QUEUED, try_number=F("try_number") + 1, queued_at=now, next_try_at=None)
-    if not won:
-        return None
-    t = TaskRun.objects.values("try_number", "queue", "timeout_seconds").get(pk=task_run_id)
-    return Queued(task_run_id, t["try_number"], t["queue"], t["timeout_seconds"])
+def queue_retry(task_run_id: int, now: datetime) -> list[Queued]:
+    """up_for_retry (or a sensor's up_for_reschedule) whose time came → admitted again."""
+    if not TaskRun.objects.filter(pk=task_run_id, state__in=WAITING_STATES, next_try_at__lte=now).exists():
+        return []
+    return admit(task_run_id, WAITING_STATES, now)

@@ -20,7 +20,7 @@ from django.utils import timezone
 from pipelines.models import Backfill, Deployment, Run, TaskRun
 from pipelines.services.runs import deployment_schedule, run_create
 from scheduler import dispatch
-from scheduler.execution import WAITING_STATES, queue_retry, run_start, task_run_fail
+from scheduler.execution import WAITING_STATES, admit_from_pool, queue_retry, run_start, task_run_fail
 
 logger = logging.getLogger("railyard.scheduler")
 
@@ -35,13 +35,14 @@ class TickReport:
     retries_queued: int = 0
     task_runs_reaped: int = 0
     task_runs_resent: int = 0
+    pool_slots_handed_out: int = 0
     backfills_finished: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
     def did_work(self) -> bool:
         return any((self.runs_created, self.runs_started, self.retries_queued, self.task_runs_reaped,
-                    self.task_runs_resent, self.backfills_finished))
+                    self.task_runs_resent, self.pool_slots_handed_out, self.backfills_finished))
 
 
 def tick(now: datetime | None = None) -> TickReport:
@@ -52,6 +53,7 @@ def tick(now: datetime | None = None) -> TickReport:
     report.retries_queued = queue_due_retries(now)
     report.task_runs_reaped = reap_lost_task_runs(now)
     report.task_runs_resent = resend_stuck_task_runs(now)
+    report.pool_slots_handed_out = admit_waiting_task_runs(now)
     report.backfills_finished = finish_backfills()
     return report
 
@@ -156,9 +158,8 @@ def queue_due_retries(now: datetime) -> int:
     for task_run_id in due:
         with transaction.atomic():
             queued = queue_retry(task_run_id, now)
-            if queued:
-                dispatch.send([queued])
-                count += 1
+            dispatch.send(queued)
+            count += len(queued)
     return count
 
 
@@ -195,6 +196,18 @@ def resend_stuck_task_runs(now: datetime) -> int:
             ):
                 dispatch.send([dispatch.Queued(task_run_id, try_number, queue, timeout)])
                 count += 1
+    return count
+
+
+def admit_waiting_task_runs(now: datetime) -> int:
+    """Hand free pool slots to task runs waiting for them (slots freed by failures, reaping
+    or a pool that grew; successes hand their slot on themselves)."""
+    pools = TaskRun.objects.filter(state=TaskRun.State.SCHEDULED).exclude(pool="").values_list("pool", flat=True)
+    count = 0
+    for pool in set(pools):
+        queued = admit_from_pool(pool, now)
+        dispatch.send(queued)
+        count += len(queued)
     return count
 
 

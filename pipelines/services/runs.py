@@ -60,6 +60,7 @@ def run_create(
             )
             TaskRun.objects.bulk_create(
                 TaskRun(run=run, task_id=task_id, position=position, upstream=upstream,
+                        pool=guardrails.get("task_pools", {}).get(task_id, guardrails.get("pool", "")),
                         max_tries=int(guardrails.get("retries", 0)) + 1,
                         timeout_seconds=int(guardrails.get("execution_timeout_seconds", 1200)))
                 for position, (task_id, upstream) in enumerate(
