@@ -226,6 +226,8 @@ class Run(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField()
+    # The template's time guard: the run does not start before this instant.
+    not_before = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     rows_written = models.BigIntegerField(null=True, blank=True)

@@ -142,12 +142,35 @@ def start_runs_for(deployment_id: int, backfill_id: int | None, now: datetime) -
         free = limit - runs.filter(state=Run.State.RUNNING).count()
         if free <= 0:
             return 0
+        depends_on_past = deployment_guardrails(deployment_id).get("depends_on_past", False)
+        startable = (
+            runs.filter(state=Run.State.QUEUED)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+            .order_by("logical_date")
+            .values_list("id", "logical_date")
+        )
         started = 0
-        for run_id in runs.filter(state=Run.State.QUEUED).order_by("logical_date").values_list("id", flat=True)[:free]:
-            queued = run_start(run_id, now)
+        for run_id, logical_date in startable[:free]:
+            if depends_on_past and not _previous_run_succeeded(deployment_id, logical_date):
+                break  # later logical dates wait too
+            dispatch.send(run_start(run_id, now))
             started += 1
-            dispatch.send(queued)
         return started
+
+
+def deployment_guardrails(deployment_id: int) -> dict:
+    return Deployment.objects.filter(pk=deployment_id).values_list("version__guardrails", flat=True).first() or {}
+
+
+def _previous_run_succeeded(deployment_id: int, logical_date: datetime) -> bool:
+    """depends_on_past: the run of the previous logical date succeeded (or there is none)."""
+    previous = (
+        Run.objects.filter(deployment_id=deployment_id, logical_date__lt=logical_date)
+        .order_by("-logical_date")
+        .values_list("state", flat=True)
+        .first()
+    )
+    return previous in (None, Run.State.SUCCESS)
 
 
 def queue_due_retries(now: datetime) -> int:

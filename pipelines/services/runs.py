@@ -32,6 +32,19 @@ def sensor_settings(version) -> dict | None:
     return version.inputs.get("wait_for_source") or version.guardrails.get("wait_for_source") or None
 
 
+def time_guard(schedule: Schedule, interval_end: datetime, not_before: str | None) -> datetime | None:
+    """"Not before HH:MM": the run starts no earlier than that wall time, in the pipeline's
+    zone, on the day its interval ends (e.g. a midnight schedule that must wait for 01:00)."""
+    if not not_before:
+        return None
+    hours, minutes = (int(part) for part in str(not_before).split(":"))
+    day_start = datetime.combine(schedule.local(interval_end).date(), time()).replace(tzinfo=schedule.zone)
+    # The guard's first fire that day: a wall time in a DST gap becomes the first valid
+    # instant after it, as for cron.
+    guard = Schedule(f"{minutes} {hours} * * *", schedule.timezone).next_fire(day_start - timedelta(microseconds=1))
+    return guard if guard > interval_end else None
+
+
 def run_create(
     *,
     deployment: Deployment,
@@ -56,6 +69,8 @@ def run_create(
             run = Run.objects.create(
                 deployment=deployment, logical_date=logical_date, data_interval_start=logical_date,
                 data_interval_end=interval_end, trigger=trigger, backfill=backfill, queued_at=now,
+                not_before=time_guard(schedule, interval_end, guardrails.get("not_before"))
+                if trigger == Run.Trigger.SCHEDULE else None,
                 triggered_by=actor if getattr(actor, "pk", None) else None,
             )
             TaskRun.objects.bulk_create(
@@ -85,11 +100,15 @@ def run_trigger(*, actor, deployment: Deployment, logical_date: datetime, now: d
 
 
 @transaction.atomic
-def run_rerun(*, actor, run: Run, now: datetime, only_failed: bool = False) -> Run:
-    """A new attempt of the same run: tasks go back to pending with a fresh retry budget.
+def run_rerun(*, actor, run: Run, now: datetime, from_task: str | None = None) -> Run:
+    """A new attempt of the same run: tasks go back to pending with a fresh retry budget; with
+    `from_task`, only that task and everything downstream of it (upstream results are kept).
 
     try_number keeps growing across attempts: it is the fencing token that refuses a late
     result from a worker of an earlier attempt."""
+    graph = dict(run.task_runs.values_list("task_id", "upstream"))
+    if from_task is not None and from_task not in graph:
+        raise ValidationError({"task": [f"This run has no task '{from_task}'; its tasks are {', '.join(graph)}."]})
     updated = Run.objects.filter(pk=run.pk, state__in=Run.FINISHED_STATES).update(
         state=Run.State.QUEUED, attempt=F("attempt") + 1, queued_at=now, started_at=None,
         finished_at=None, error="", rows_written=None,
@@ -98,16 +117,29 @@ def run_rerun(*, actor, run: Run, now: datetime, only_failed: bool = False) -> R
         raise ValidationError({"run": [f"The run is {run.state}; wait for it to finish or cancel it first."]})
     retries = int(run.deployment.version.guardrails.get("retries", 0))
     task_runs = run.task_runs.all()
-    if only_failed:
-        task_runs = task_runs.exclude(state=TaskRun.State.SUCCESS)
+    if from_task is not None:
+        task_runs = task_runs.filter(task_id__in=downstream_of(graph, from_task))
     task_runs.update(
         state=TaskRun.State.PENDING, max_tries=F("try_number") + retries + 1, next_try_at=None, queued_at=None,
         first_poke_at=None,
         started_at=None, heartbeat_at=None, finished_at=None, error="", worker="",
     )
     run.refresh_from_db()
-    audit(actor=actor, action="run.rerun", obj=run, details={"attempt": run.attempt})
+    audit(actor=actor, action="run.rerun", obj=run, details={"attempt": run.attempt, "from_task": from_task})
     return run
+
+
+def downstream_of(graph: dict[str, list[str]], task_id: str) -> set[str]:
+    """The task and every task that depends on it, directly or not."""
+    found = {task_id}
+    changed = True
+    while changed:
+        changed = False
+        for task, upstream in graph.items():
+            if task not in found and found & set(upstream):
+                found.add(task)
+                changed = True
+    return found
 
 
 @transaction.atomic
