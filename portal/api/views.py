@@ -191,12 +191,17 @@ class RunDetailApi(APIView):
 
 
 class RunRerunApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        from_task = serializers.CharField(required=False, help_text="Re-run this task and its downstream only.")
+
     def post(self, request, run_id: int):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
         run = run_for_user(user=request.user, run_id=run_id)
         if run is None:
             raise Http404
         now = timezone.now()
-        run = services.run_rerun(actor=request.user, run=run, now=now)
+        run = services.run_rerun(actor=request.user, run=run, now=now, from_task=data.validated_data.get("from_task"))
         start_run_now(run, now)
         return Response(RunOut(run).data)
 

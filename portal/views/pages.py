@@ -225,7 +225,7 @@ def run_rerun_view(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(request, run_id)
     now = timezone.now()
     try:
-        run = run_rerun(actor=request.user, run=run, now=now)
+        run = run_rerun(actor=request.user, run=run, now=now, from_task=request.POST.get("from_task") or None)
     except ValidationError as exc:
         messages.error(request, error_text(exc))
     else:

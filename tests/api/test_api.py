@@ -7,6 +7,7 @@ from rest_framework.test import APIClient
 
 from pipelines.models import AuditEvent, Pipeline, Run
 from tests import factories
+from tests.runner import run_until_idle
 
 VALID = {
     "name": "daily_sales_load",
@@ -143,3 +144,18 @@ def test_a_connection_secret_never_appears_in_a_response(api, author):
                                                 f"/api/v1/runs/{run_id}/")]
     assert all(b"s3cr3t-passw0rd" not in body for body in bodies)
     assert b"s3cr3t-passw0rd" not in str(list(AuditEvent.objects.values_list("details", flat=True))).encode()
+
+
+def test_rerun_from_a_task_keeps_the_upstream_results(api, author, landing, now):
+    factories.write_sales_csv(landing, "2026-01-09", rows=4)
+    factories.make_ingestion_pipeline(owner=author, now=now)
+    run_until_idle(now)
+    run = Run.objects.get()
+
+    response = api.post(f"/api/v1/runs/{run.pk}/rerun/", {"from_task": "publish"}, format="json")
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["attempt"] == 2
+    assert dict(run.task_runs.values_list("task_id", "state")) == {
+        "extract": "success", "validate": "success", "load": "success", "publish": "queued",
+    }
