@@ -33,14 +33,22 @@ from scheduler.execution import (
 )
 
 logger = logging.getLogger("railyard.worker")
-WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_name() -> str:
+    """host:pid of the process executing the try. Read at each claim, not at import: Celery
+    imports this module in the worker's main process and then forks its pool, so a name
+    computed at import named the parent for every pool process (found by tests/faults)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class _Log:
     """The task's log: kept in memory and flushed to the row with each heartbeat."""
 
-    def __init__(self) -> None:
-        self.lines: list[str] = []
+    def __init__(self, earlier: str = "") -> None:
+        # The logs of earlier tries of this attempt stay above this one's, as in Airflow's
+        # per-try logs: a task that succeeded on retry still shows why its first try failed.
+        self.lines: list[str] = [earlier] if earlier else []
         self.lock = threading.Lock()
 
     def __call__(self, message: str) -> None:
@@ -76,7 +84,8 @@ class _Heartbeat(threading.Thread):
 def execute_task_run(task_run_id: int, try_number: int, *, clock: Callable[[], datetime] = timezone.now) -> None:
     """`clock` is the time source for everything this try records (tests pass their own).
     Celery's Django fix-up closes stale database connections around each task."""
-    if not task_run_claim(task_run_id, try_number, WORKER_NAME, clock()):
+    name = worker_name()
+    if not task_run_claim(task_run_id, try_number, name, clock()):
         logger.info("task run %s try %s: nothing to claim (duplicate or stale delivery)", task_run_id, try_number)
         return
     task_run = TaskRun.objects.select_related(
@@ -85,8 +94,8 @@ def execute_task_run(task_run_id: int, try_number: int, *, clock: Callable[[], d
     run = task_run.run
     deployment = run.deployment
     version = deployment.version
-    log = _Log()
-    log(f"try {try_number} of task '{task_run.task_id}' on {WORKER_NAME}")
+    log = _Log(task_run.log)
+    log(f"try {try_number} of task '{task_run.task_id}' on {name}")
     heartbeat = _Heartbeat(task_run_id, try_number, log)
     heartbeat.start()
     try:

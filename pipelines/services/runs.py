@@ -121,8 +121,7 @@ def run_rerun(*, actor, run: Run, now: datetime, from_task: str | None = None) -
         task_runs = task_runs.filter(task_id__in=downstream_of(graph, from_task))
     task_runs.update(
         state=TaskRun.State.PENDING, max_tries=F("try_number") + retries + 1, next_try_at=None, queued_at=None,
-        first_poke_at=None,
-        started_at=None, heartbeat_at=None, finished_at=None, error="", worker="",
+        first_poke_at=None, started_at=None, heartbeat_at=None, finished_at=None, error="", worker="", log="",
     )
     run.refresh_from_db()
     audit(actor=actor, action="run.rerun", obj=run, details={"attempt": run.attempt, "from_task": from_task})

@@ -143,3 +143,16 @@ def test_failing_a_try_twice_records_it_once(pipeline, now):
 
     assert task_run_fail(task.pk, 1, now, error="boom", retryable=True) is True
     assert task_run_fail(task.pk, 1, now, error="boom", retryable=True) is False
+
+
+def test_a_retried_task_keeps_the_log_of_its_failed_try(author, landing, warehouse, now):
+    factories.write_sales_csv(landing, "2026-01-09", rows=5)
+    factories.make_ingestion_pipeline(
+        owner=author, now=now, template=factories.make_template(inject_transient_failures=1, retry_delay_seconds=10)
+    )
+    run_until_idle(now)
+    run_until_idle(now + timedelta(seconds=10))
+
+    log = TaskRun.objects.get(task_id="extract").log
+    assert "try 1 of task 'extract'" in log and "Injected failure 1 of 1" in log
+    assert "try 2 of task 'extract'" in log and "success" in log
