@@ -144,3 +144,12 @@ def test_backfill_refuses_a_range_with_no_finished_interval(pipeline, author, no
 
     assert "start" in error.value.message_dict
     assert Run.objects.count() == 0
+
+
+def test_catchup_of_the_last_n_intervals_after_an_outage(author, landing, warehouse, now):
+    factories.make_ingestion_pipeline(owner=author, now=now, template=factories.make_template(catchup=2))
+    tick(now)
+    create_due_runs(now + timedelta(days=5))
+
+    dates = [r.logical_date.date().isoformat() for r in Run.objects.order_by("logical_date")]
+    assert dates == ["2026-01-09", "2026-01-13", "2026-01-14"]
