@@ -4,6 +4,8 @@ Written by a data migration; `ensure_builtin_rows` puts them back where a test f
 
 from __future__ import annotations
 
+from pipelines.guardrails import DEFAULTS
+
 ENVIRONMENTS = [
     {"slug": "dev", "name": "Development", "order": 1, "requires_approval": False},
     {"slug": "stage", "name": "Staging", "order": 2, "requires_approval": False},
@@ -17,21 +19,11 @@ TEMPLATES = [
         "kind": "partitioned_ingestion",
         "description": "Copy one partition a run from a source into the warehouse: extract to staging, "
         "quality gate, atomic replace of exactly that partition, publish row counts.",
-        "guardrails": {
-            "retries": 2,
-            "retry_delay_seconds": 300,
-            "retry_exponential_backoff": True,
-            "max_retry_delay_seconds": 3600,
-            "execution_timeout_seconds": 1200,
-            "catchup": False,
-            "max_active_runs": 1,
-            "write_mode": "replace_partition",
-            "quality": {"min_rows": 1},
-        },
+        # The defaults: retries 2, 5 min exponential backoff, 20 min timeout, catchup
+        # off, max_active_runs 1, replace-partition writes.
+        "guardrails": dict(DEFAULTS),
     },
 ]
-
-
 
 
 def ensure_builtin_rows(environment_model=None, template_model=None) -> None:
