@@ -30,9 +30,12 @@ class Connection(models.Model):
     """A source or warehouse, resolved per environment by its logical name."""
 
     class Kind(models.TextChoices):
-        FILES = "files", "Files (local folder)"
+        FILES = "files", "Files (local folder or S3)"
         SQLITE = "sqlite", "SQLite database"
         POSTGRES = "postgres", "PostgreSQL database"
+        MYSQL = "mysql", "MySQL / MariaDB database"
+        DUCKDB = "duckdb", "DuckDB database"
+        HTTP = "http", "HTTP JSON API"
 
     environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="connections")
     name = models.SlugField(max_length=63, help_text="Logical name, the same in every environment.")

@@ -99,6 +99,13 @@ def write_sales_csv(folder: Path, ds: str, rows: int, *, seed: int = 0) -> list[
     return records
 
 
+def sales_tuples(records: list[dict[str, str]]) -> list[tuple]:
+    """A sales file's rows as the warehouse holds them once types are inferred."""
+    return sorted(
+        (r["order_id"], int(r["customer_id"]), r["sku"], int(r["quantity"]), float(r["amount"])) for r in records
+    )
+
+
 def warehouse_rows(path: Path, table: str, where: str = "", params: tuple = ()) -> list[tuple]:
     with sqlite3.connect(path) as conn:
         return sorted(conn.execute(f'SELECT * FROM "{table}" {where}', params).fetchall())

@@ -66,4 +66,21 @@ def test_a_seven_day_backfill_loads_exactly_each_days_file_however_often_it_is_r
     assert TaskRun.objects.filter(state=TaskRun.State.SUCCESS).count() == 28
     for ds, rows in expected.items():
         loaded = factories.warehouse_rows(warehouse, "daily_sales_load", "WHERE dt = ?", (ds,))
-        assert [r[:5] for r in loaded] == sorted(tuple(r.values()) for r in rows), ds
+        assert [r[:5] for r in loaded] == factories.sales_tuples(rows), ds
+
+
+def test_the_execution_timeout_stops_a_task_that_runs_too_long(author, landing, warehouse, tmp_path):
+    now = timezone.now()
+    factories.write_sales_csv(landing, (now - timedelta(days=1)).date().isoformat(), rows=5)
+    template = factories.make_template(execution_timeout_seconds=2, inject_delay_seconds={"extract": 30}, retries=0)
+    factories.make_ingestion_pipeline(owner=author, now=now, schedule="0 0 * * *", template=template)
+
+    with celery_worker(log_path=tmp_path / "worker.log"):
+        tick(now)
+        run = wait_until(lambda: Run.objects.filter(state__in=Run.FINISHED_STATES).first(), timeout=60,
+                         message="the run to time out")
+
+    extract = run.task_runs.get(task_id="extract")
+    assert run.state == Run.State.FAILED
+    assert "execution timeout of 2 s reached" in extract.error, extract.error
+    assert extract.duration_seconds < 15

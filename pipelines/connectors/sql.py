@@ -2,7 +2,9 @@
 
 Callers write SQL with `?` placeholders and quoted identifiers (pipelines.identifiers); the
 dialect class translates placeholders, opens transactions, streams rows and moves bulk data
-(executemany on SQLite, COPY on PostgreSQL). Driver errors leave as TransientError (worth a
+(executemany on SQLite, COPY on PostgreSQL, Arrow batches on DuckDB). Tables are created with
+logical column types (pipelines.connectors.types): `castable_sql`/`cast_sql` test and cast
+staged text set-wise in each dialect. MySQL/MariaDB is a source only. Driver errors leave as TransientError (worth a
 retry: lock, lost connection) or PermanentError (bad table, bad SQL); no message ever holds
 the connection's secret.
 """
@@ -16,6 +18,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from pipelines.connectors import types as logical
 from pipelines.identifiers import quote_identifier
 from pipelines.steps.base import ConnectionSpec, PermanentError, TransientError
 
@@ -113,6 +116,98 @@ class Database:
             f"ALTER TABLE {quote_identifier(table, 'table')} ADD COLUMN {quote_identifier(column, 'column')} TEXT"
         )
 
+    # -- logical types --------------------------------------------------------------------
+    SQL_TYPES: dict[str, str] = {
+        "integer": "BIGINT", "double": "DOUBLE PRECISION", "boolean": "BOOLEAN",
+        "date": "DATE", "timestamp": "TIMESTAMP", "text": "TEXT",
+    }
+    #: the types of the last iter_batches result, where the driver tells them (else None)
+    result_types: dict[str, str | None] = {}
+
+    def sql_type(self, kind: str) -> str:
+        return self.SQL_TYPES[kind]
+
+    @staticmethod
+    def logical_type(declared: str | None) -> str:
+        """The logical type of a declared column type (any dialect)."""
+        d = (declared or "").upper()
+        if "INTERVAL" in d or "POINT" in d:
+            return "text"
+        if "TIMESTAMP" in d or "DATETIME" in d:
+            return "timestamp"
+        if "DATE" in d:
+            return "date"
+        if "BOOL" in d:
+            return "boolean"
+        if "INT" in d:
+            return "integer"
+        if any(word in d for word in ("REAL", "DOUB", "FLOAT", "NUMERIC", "DECIMAL")):
+            return "double"
+        return "text"
+
+    def column_types(self, table: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    def castable_sql(self, expr: str, kind: str) -> str:
+        """A SQL condition: the text `expr` (not NULL) casts to `kind`."""
+        raise NotImplementedError
+
+    def cast_sql(self, expr: str, kind: str) -> str:
+        return expr if kind == "text" else f"CAST({expr} AS {self.sql_type(kind)})"
+
+    def json_object_sql(self, columns: Sequence[str]) -> str:
+        """A SQL expression: the JSON text of these columns of the current row."""
+        chunks = [columns[i : i + 40] for i in range(0, len(columns), 40)] or [[]]
+        parts = [
+            "json_object(" + ", ".join(f"'{c}', {quote_identifier(c, 'column')}" for c in chunk) + ")"
+            for chunk in chunks
+        ]
+        expr = parts[0]
+        for part in parts[1:]:
+            expr = f"json_patch({expr}, {part})"
+        return expr
+
+    def create_table(
+        self,
+        table: str,
+        columns: Sequence[tuple[str, str]],
+        primary_key: Sequence[str] = (),
+        *,
+        temporary: bool = False,
+        unlogged: bool = False,
+    ) -> None:
+        """A table of (name, logical type) columns; primary-key columns are NOT NULL."""
+        pk = set(primary_key)
+        cols = [
+            f"{quote_identifier(c, 'column')} {self.sql_type(kind)}" + (" NOT NULL" if c in pk else "")
+            for c, kind in columns
+        ]
+        if primary_key:
+            cols.append("PRIMARY KEY (" + ", ".join(quote_identifier(c, "column") for c in primary_key) + ")")
+        prefix = "CREATE TEMP TABLE" if temporary else self._create_unlogged if unlogged else "CREATE TABLE"
+        self.execute(f"{prefix} {quote_identifier(table, 'table')} ({', '.join(cols)})")
+
+    _create_unlogged = "CREATE TABLE"
+
+    def add_column(self, table: str, column: str, kind: str) -> None:
+        self.execute(
+            f"ALTER TABLE {quote_identifier(table, 'table')} ADD COLUMN {quote_identifier(column, 'column')} "
+            f"{self.sql_type(kind)}"
+        )
+
+    def create_index(self, table: str, column: str) -> None:
+        name = f"{table[:48]}_{column[:10]}_idx"
+        self.execute(
+            f"CREATE INDEX IF NOT EXISTS {quote_identifier(name, 'index')} ON {quote_identifier(table, 'table')}"
+            f" ({quote_identifier(column, 'column')})"
+        )
+
+    def primary_key(self, table: str) -> list[str]:
+        raise NotImplementedError
+
+    def analyze(self, table: str) -> None:
+        """Refresh planner statistics (PostgreSQL); a no-op elsewhere."""
+
     def describe(self) -> str:
         """Where this database is, for messages (never the secret)."""
         raise NotImplementedError
@@ -121,6 +216,11 @@ class Database:
 # ---------------------------------------------------------------------------------------
 class SqliteDatabase(Database):
     dialect = "sqlite"
+    # Declared types that read back as the same logical type; dates and timestamps are ISO text.
+    SQL_TYPES = {
+        "integer": "INTEGER", "double": "REAL", "boolean": "BOOLEAN",
+        "date": "DATE", "timestamp": "TIMESTAMP", "text": "TEXT",
+    }
 
     def __init__(self, spec: ConnectionSpec, *, read_only: bool = False):
         super().__init__(spec)
@@ -141,8 +241,26 @@ class SqliteDatabase(Database):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
                 self.conn.execute("PRAGMA journal_mode=WAL")
+            # SQLite's own CAST is lenient ('12abc' -> 12): strict casts run in Python, inside
+            # the set-based statements (no Python loop of our own over the rows).
+            self.conn.create_function("railyard_castable", 2, logical.castable, deterministic=True)
+            self.conn.create_function("railyard_cast", 2, logical.cast, deterministic=True)
         except sqlite3.Error as exc:
             raise self._translate(exc, "open") from None
+
+    def castable_sql(self, expr: str, kind: str) -> str:
+        return f"railyard_castable({expr}, '{kind}')"
+
+    def cast_sql(self, expr: str, kind: str) -> str:
+        return expr if kind == "text" else f"railyard_cast({expr}, '{kind}')"
+
+    def column_types(self, table: str) -> dict[str, str]:
+        rows = self.query("SELECT name, type FROM pragma_table_info(?) ORDER BY cid", [table])
+        return {name: self.logical_type(declared) for name, declared in rows}
+
+    def primary_key(self, table: str) -> list[str]:
+        rows = self.query("SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk", [table])
+        return [row[0] for row in rows]
 
     def describe(self) -> str:
         return f"SQLite {self.spec.config.get('path')}"
@@ -199,6 +317,7 @@ class SqliteDatabase(Database):
         with self._errors("query"):
             cursor = self.conn.execute(sql, tuple(params))
         columns = [d[0] for d in cursor.description]
+        self.result_types = dict.fromkeys(columns)  # SQLite does not type results
 
         def batches() -> Iterator[list[tuple]]:
             try:
@@ -234,6 +353,61 @@ class SqliteDatabase(Database):
 # ---------------------------------------------------------------------------------------
 class PostgresDatabase(Database):
     dialect = "postgres"
+    _create_unlogged = "CREATE UNLOGGED TABLE"  # staging: no WAL, it is rebuilt on a retry anyway
+    # Strict text checks before a cast (PostgreSQL 15 has no pg_input_is_valid): a CASE keeps
+    # the day-of-month check from running on text that is not a date at all.
+    _DATE = "[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    _TIME = "[ T]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\\.[0-9]{1,6}){0,1}){0,1}"
+    # psycopg type OIDs -> logical types (result_types of a query)
+    _OIDS = {20: "integer", 21: "integer", 23: "integer", 700: "double", 701: "double", 1700: "double",
+             16: "boolean", 1082: "date", 1114: "timestamp", 1184: "timestamp"}
+
+    def castable_sql(self, expr: str, kind: str) -> str:
+        if kind == "integer":
+            return f"({expr} ~ '^\\s*[+-]{{0,1}}[0-9]{{1,18}}\\s*$')"
+        if kind == "double":
+            return f"({expr} ~ '^\\s*[+-]{{0,1}}([0-9]+\\.{{0,1}}[0-9]*|\\.[0-9]+)([eE][+-]{{0,1}}[0-9]{{1,3}}){{0,1}}\\s*$')"
+        if kind == "boolean":
+            return f"(lower(trim({expr})) IN ('true', 'false', 't', 'f', 'yes', 'no', 'y', 'n', '1', '0'))"
+        if kind in ("date", "timestamp"):
+            pattern = self._DATE + (self._TIME if kind == "timestamp" else "")
+            day_fits = (
+                f"substr(trim({expr}), 9, 2)::int <= extract(day from date_trunc('month', "
+                f"(substr(trim({expr}), 1, 7) || '-01')::date) + interval '1 month - 1 day')"
+            )
+            return f"(CASE WHEN trim({expr}) ~ '^{pattern}$' THEN {day_fits} ELSE false END)"
+        return "true"
+
+    def cast_sql(self, expr: str, kind: str) -> str:
+        return expr if kind == "text" else f"CAST(trim({expr}) AS {self.sql_type(kind)})"
+
+    def json_object_sql(self, columns: Sequence[str]) -> str:
+        chunks = [columns[i : i + 40] for i in range(0, len(columns), 40)] or [[]]
+        parts = [
+            "jsonb_build_object(" + ", ".join(f"'{c}', {quote_identifier(c, 'column')}" for c in chunk) + ")"
+            for chunk in chunks
+        ]
+        return "(" + " || ".join(parts) + ")::text"
+
+    def column_types(self, table: str) -> dict[str, str]:
+        rows = self.query(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+            [table],
+        )
+        return {name: self.logical_type(declared) for name, declared in rows}
+
+    def primary_key(self, table: str) -> list[str]:
+        rows = self.query(
+            "SELECT a.attname FROM pg_index i"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            " WHERE i.indrelid = ?::regclass AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)",
+            [quote_identifier(table, "table")],
+        )
+        return [row[0] for row in rows]
+
+    def analyze(self, table: str) -> None:
+        self.execute(f"ANALYZE {quote_identifier(table, 'table')}")
 
     def __init__(self, spec: ConnectionSpec, *, timezone: str | None = None, create_schema: bool = False):
         import psycopg
@@ -295,18 +469,19 @@ class PostgresDatabase(Database):
             yield
 
     @staticmethod
-    def _sql(sql: str) -> str:
-        # Identifiers are validated (no '?' nor '%'), so this only touches placeholders.
-        return sql.replace("?", "%s")
+    def _sql(sql: str, params: Sequence[Any] = ()) -> str:
+        # Identifiers are validated (no '?' nor '%') and user queries may not hold '?', so this
+        # only touches placeholders; a literal '%' (LIKE 'a%') is escaped when params are bound.
+        return sql.replace("%", "%%").replace("?", "%s") if params else sql
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._errors("query"), self.conn.cursor() as cur:
-            cur.execute(self._sql(sql), list(params) or None)
+            cur.execute(self._sql(sql, params), list(params) or None)
             return cur.rowcount
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._errors("query"), self.conn.cursor() as cur:
-            cur.execute(self._sql(sql), list(params) or None)
+            cur.execute(self._sql(sql, params), list(params) or None)
             return cur.fetchall()
 
     def iter_batches(self, sql, params=(), size=BATCH_SIZE):
@@ -316,8 +491,9 @@ class PostgresDatabase(Database):
         try:
             cur = self.conn.cursor(name="railyard_stream")
             with self._errors("query"):
-                cur.execute(self._sql(sql), list(params) or None)
+                cur.execute(self._sql(sql, params), list(params) or None)
                 columns = [d.name for d in cur.description]
+                self.result_types = {d.name: self._OIDS.get(d.type_code, "text") for d in cur.description}
         except BaseException as exc:
             tx.__exit__(type(exc), exc, exc.__traceback__)
             raise
@@ -366,15 +542,312 @@ class PostgresDatabase(Database):
         return [row[0] for row in rows]
 
 
+class DuckdbDatabase(Database):
+    """An embedded DuckDB file as a warehouse (one writing process at a time: DuckDB's rule)."""
+
+    dialect = "duckdb"
+    SQL_TYPES = {
+        "integer": "BIGINT", "double": "DOUBLE", "boolean": "BOOLEAN",
+        "date": "DATE", "timestamp": "TIMESTAMP", "text": "VARCHAR",
+    }
+
+    def __init__(self, spec: ConnectionSpec, *, read_only: bool = False):
+        import duckdb
+
+        super().__init__(spec)
+        self._duckdb = duckdb
+        raw = spec.config.get("path")
+        if not raw:
+            raise PermanentError(f"Connection {spec.name!r}: DuckDB needs a 'path' in its config.")
+        self.path = resolve_path(str(raw))
+        self._depth = 0
+        try:
+            if read_only and not self.path.exists():
+                raise PermanentError(f"Connection {spec.name!r}: DuckDB file {raw} does not exist.")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as exc:
+            raise self._translate(exc, "open") from None
+
+    def describe(self) -> str:
+        return f"DuckDB {self.spec.config.get('path')}"
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _translate(self, exc: Exception, doing: str) -> Exception:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, self._duckdb.IOException | self._duckdb.TransactionException):
+            return TransientError(f"{self.describe()}: {doing} failed: {text}")
+        return PermanentError(f"{self.describe()}: {doing} failed: {text}")
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except self._duckdb.Error as exc:
+            raise self._translate(exc, doing) from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        with self._errors("begin"):
+            self.conn.execute("BEGIN TRANSACTION")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self.conn.rollback()
+            raise
+        self._depth = 0
+        with self._errors("commit"):
+            self.conn.commit()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self._errors("query"):
+            cursor = self.conn.execute(sql, list(params))
+            if cursor.description and cursor.description[0][0] == "Count":
+                row = cursor.fetchone()
+                return int(row[0]) if row else 0
+            return -1
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._errors("query"):
+            return self.conn.execute(sql, list(params)).fetchall()
+
+    def iter_batches(self, sql, params=(), size=BATCH_SIZE):
+        with self._errors("query"):
+            cursor = self.conn.execute(sql, list(params))
+        columns = [d[0] for d in cursor.description]
+        self.result_types = {d[0]: self.logical_type(str(d[1])) for d in cursor.description}
+
+        def batches() -> Iterator[list[tuple]]:
+            while True:
+                with self._errors("read"):
+                    batch = cursor.fetchmany(size)
+                if not batch:
+                    return
+                yield batch
+
+        return columns, batches()
+
+    def bulk_insert(self, table, columns, rows):
+        import pyarrow as pa
+
+        names = ", ".join(quote_identifier(c, "column") for c in columns)
+        total = 0
+        for batch in batched(rows):
+            arrow = pa.table(
+                {f"c{i}": pa.array([row[i] for row in batch], pa.string()) for i in range(len(columns))}
+            )
+            with self._errors("insert"):
+                self.conn.register("_railyard_batch", arrow)
+                try:
+                    self.conn.execute(
+                        f"INSERT INTO {quote_identifier(table, 'table')} ({names}) SELECT "
+                        + ", ".join(f"c{i}" for i in range(len(columns)))
+                        + " FROM _railyard_batch"
+                    )
+                finally:
+                    self.conn.unregister("_railyard_batch")
+            total += len(batch)
+        return total
+
+    def castable_sql(self, expr: str, kind: str) -> str:
+        return "true" if kind == "text" else f"(TRY_CAST(trim({expr}) AS {self.sql_type(kind)}) IS NOT NULL)"
+
+    def cast_sql(self, expr: str, kind: str) -> str:
+        return expr if kind == "text" else f"CAST(trim({expr}) AS {self.sql_type(kind)})"
+
+    def json_object_sql(self, columns: Sequence[str]) -> str:
+        chunks = [columns[i : i + 40] for i in range(0, len(columns), 40)] or [[]]
+        parts = [
+            "json_object(" + ", ".join(f"'{c}', {quote_identifier(c, 'column')}" for c in chunk) + ")"
+            for chunk in chunks
+        ]
+        expr = parts[0]
+        for part in parts[1:]:
+            expr = f"json_merge_patch({expr}, {part})"
+        return f"CAST({expr} AS VARCHAR)"
+
+    def create_index(self, table: str, column: str) -> None:
+        # DuckDB prunes by zone maps; an ART index would forbid updating the partition column
+        # (merge_by_key moves a row to its new partition), so none is made.
+        return None
+
+    def table_exists(self, table: str) -> bool:
+        return bool(self.scalar(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?",
+            [table],
+        ))
+
+    def columns(self, table: str) -> list[str]:
+        return list(self.column_types(table))
+
+    def column_types(self, table: str) -> dict[str, str]:
+        rows = self.query(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+            [table],
+        )
+        return {name: self.logical_type(declared) for name, declared in rows}
+
+    def primary_key(self, table: str) -> list[str]:
+        rows = self.query(
+            "SELECT constraint_column_names FROM duckdb_constraints()"
+            " WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'",
+            [table],
+        )
+        return list(rows[0][0]) if rows else []
+
+
+# ---------------------------------------------------------------------------------------
+class MysqlDatabase(Database):
+    """MySQL / MariaDB through PyMySQL, as a source: streamed with an unbuffered cursor. The
+    session runs with ANSI_QUOTES so "quoted" identifiers mean the same as elsewhere."""
+
+    dialect = "mysql"
+    # pymysql.constants.FIELD_TYPE codes -> logical types
+    _FIELD_TYPES = {0: "double", 246: "double", 4: "double", 5: "double", 1: "integer", 2: "integer",
+                    3: "integer", 8: "integer", 9: "integer", 13: "integer", 10: "date", 14: "date",
+                    7: "timestamp", 12: "timestamp"}
+    _TRANSIENT_CODES = {1040, 1053, 1205, 1213, 2003, 2006, 2013}
+
+    def __init__(self, spec: ConnectionSpec):
+        import pymysql
+
+        super().__init__(spec)
+        self._pymysql = pymysql
+        config = spec.config
+        try:
+            self.conn = pymysql.connect(
+                host=config.get("host") or "localhost",
+                port=int(config.get("port") or 3306),
+                user=config.get("user") or "root",
+                password=spec.secret or "",
+                database=config.get("dbname") or config.get("database") or None,
+                connect_timeout=5,
+                read_timeout=300,
+                autocommit=True,
+                charset="utf8mb4",
+            )
+        except pymysql.Error as exc:
+            raise self._translate(exc, "connect") from None
+        with self._errors("set up session"), self.conn.cursor() as cur:
+            cur.execute("SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',ANSI_QUOTES')")
+
+    def describe(self) -> str:
+        c = self.spec.config
+        return f"MySQL {c.get('host') or 'localhost'}:{c.get('port') or 3306}/{c.get('dbname') or c.get('database') or ''}"
+
+    def _translate(self, exc: Exception, doing: str) -> Exception:
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+        if self.spec.secret:
+            text = text.replace(self.spec.secret, "***")
+        cls = TransientError if code in self._TRANSIENT_CODES else PermanentError
+        return cls(f"{self.describe()}: {doing} failed: {text}")
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except self._pymysql.Error as exc:
+            raise self._translate(exc, doing) from None
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except self._pymysql.Error:
+            pass
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._errors("begin"):
+            self.conn.begin()
+        try:
+            yield
+        except BaseException:
+            self.conn.rollback()
+            raise
+        with self._errors("commit"):
+            self.conn.commit()
+
+    @staticmethod
+    def _sql(sql: str, params: Sequence[Any]) -> str:
+        return sql.replace("%", "%%").replace("?", "%s") if params else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self._errors("query"), self.conn.cursor() as cur:
+            return cur.execute(self._sql(sql, params), list(params) or None)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._errors("query"), self.conn.cursor() as cur:
+            cur.execute(self._sql(sql, params), list(params) or None)
+            return list(cur.fetchall())
+
+    def iter_batches(self, sql, params=(), size=BATCH_SIZE):
+        cur = self.conn.cursor(self._pymysql.cursors.SSCursor)  # unbuffered: rows stream
+        with self._errors("query"):
+            cur.execute(self._sql(sql, params), list(params) or None)
+        columns = [d[0] for d in cur.description]
+        self.result_types = {d[0]: self._FIELD_TYPES.get(d[1], "text") for d in cur.description}
+
+        def batches() -> Iterator[list[tuple]]:
+            try:
+                while True:
+                    with self._errors("read"):
+                        batch = cur.fetchmany(size)
+                    if not batch:
+                        return
+                    yield list(batch)
+            finally:
+                with self._errors("close cursor"):
+                    cur.close()
+
+        return columns, batches()
+
+    def table_exists(self, table: str) -> bool:
+        return bool(self.scalar(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?", [table]
+        ))
+
+    def columns(self, table: str) -> list[str]:
+        return list(self.column_types(table))
+
+    def column_types(self, table: str) -> dict[str, str]:
+        rows = self.query(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position",
+            [table],
+        )
+        return {name: self.logical_type(declared) for name, declared in rows}
+
+
+SQL_KINDS = ("sqlite", "postgres", "mysql", "duckdb")
+
+
 def open_database(
     spec: ConnectionSpec, *, read_only: bool = False, timezone: str | None = None
 ) -> Database:
-    """Open a SQLite or PostgreSQL connection. `read_only` is for sources (no file or schema is
-    created); `timezone` sets the PostgreSQL session zone for comparisons of local times."""
+    """Open a SQL connection. `read_only` is for sources (no file or schema is created);
+    `timezone` sets the PostgreSQL session zone for comparisons of local times."""
     if spec.kind == "sqlite":
         return SqliteDatabase(spec, read_only=read_only)
     if spec.kind == "postgres":
         return PostgresDatabase(spec, timezone=timezone, create_schema=not read_only)
+    if spec.kind == "duckdb":
+        return DuckdbDatabase(spec, read_only=read_only)
+    if spec.kind == "mysql":
+        return MysqlDatabase(spec)
     raise PermanentError(
-        f"Connection {spec.name!r} is of kind {spec.kind!r}; a database connection must be sqlite or postgres."
+        f"Connection {spec.name!r} is of kind {spec.kind!r}; a database connection must be one of "
+        f"{', '.join(SQL_KINDS)}."
     )

@@ -25,7 +25,7 @@ def test_it_requires_sign_in(client):
 def test_the_form_offers_dev_connections_with_their_kind(author_client, connections):
     response = author_client.get(URL)
     assert response.status_code == 200
-    assert "landing (Files (local folder))" in response.content.decode()
+    assert "landing (Files (local folder or S3))" in response.content.decode()
     assert "warehouse (SQLite database)" in response.content.decode()
 
 

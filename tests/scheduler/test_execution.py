@@ -156,3 +156,18 @@ def test_a_retried_task_keeps_the_log_of_its_failed_try(author, landing, warehou
     log = TaskRun.objects.get(task_id="extract").log
     assert "try 1 of task 'extract'" in log and "Injected failure 1 of 1" in log
     assert "try 2 of task 'extract'" in log and "success" in log
+
+
+def test_a_run_that_ends_failed_calls_the_alert_hook_once(author, landing, warehouse, now, monkeypatch,
+                                                          django_capture_on_commit_callbacks):
+    from scheduler import execution
+
+    failed_runs = []
+    monkeypatch.setattr(execution, "ALERT_HOOKS", [failed_runs.append])
+    factories.make_ingestion_pipeline(owner=author, now=now)  # no file: extract fails for good
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run_until_idle(now)
+        run_until_idle(now + timedelta(hours=1))
+
+    assert [run.pk for run in failed_runs] == [Run.objects.get().pk]

@@ -55,5 +55,5 @@ def test_sqlite_source_is_read_only_and_must_exist(tmp_path):
 
 
 def test_files_connection_is_not_a_warehouse(tmp_path):
-    with pytest.raises(PermanentError, match="must be sqlite or postgres"):
+    with pytest.raises(PermanentError, match="a warehouse must be sqlite, postgres, duckdb"):
         open_warehouse(ConnectionSpec("f", "files", {"base_path": str(tmp_path)}))

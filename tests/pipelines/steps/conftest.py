@@ -21,6 +21,7 @@ def make_ctx(
     connections: dict[str, ConnectionSpec] | None = None,
     guardrails: dict | None = None,
     logs: list[str] | None = None,
+    environment: str = "prod",
     **inputs,
 ) -> StepContext:
     """A StepContext for a daily partitioned ingestion of landing/{{ ds }}/sales.csv into a
@@ -43,7 +44,7 @@ def make_ctx(
     sink = logs if logs is not None else []
     return StepContext(
         pipeline="daily_sales",
-        environment="prod",
+        environment=environment,
         run_id=run_id,
         task_id="extract",
         try_number=1,
