@@ -52,7 +52,7 @@ from pipelines.connectors import (
     open_warehouse,
     render_path_template,
 )
-from pipelines.connectors.files import TEMPLATE_VAR_RE
+from pipelines.connectors.files import TEMPLATE_VAR_RE, Location
 from pipelines.connectors.types import infer_type, to_text
 from pipelines.identifiers import quote_identifier, validate_identifier
 from pipelines.steps.base import ConnectionSpec, PermanentError, StepContext, StepResult
@@ -725,3 +725,31 @@ def rejected_rows(spec: ConnectionSpec, pipeline: str, run_id: int, limit: int =
             [run_id],
         )
     return [{"partition": p, "raw_row": r, "reason": why, "rejected_at": str(at)} for p, r, why, at in rows]
+
+
+# ---------------------------------------------------------------------------------------
+# sensing (wait_for_source)
+
+
+def source_partition_available(ctx: StepContext) -> tuple[bool, str]:
+    """Whether the run's source partition is there, read the way extract reads it: the file
+    (or a file matching the glob, local or remote) for files; at least one row otherwise.
+    Returns (available, what was looked for)."""
+    spec = ctx.connection(ctx.inputs["source_connection"])
+    interval = intervals(ctx)[-1]
+    if spec.kind == "files":
+        relative = render_path_template(ctx.inputs.get("source") or "", interval.variables)
+        location = Location(spec)
+        try:
+            paths = location.expand(relative)
+        except PermanentError as exc:
+            if "No source file matches" in str(exc):
+                return False, f"file {relative} in connection '{spec.name}'"
+            raise
+        return all(location.fs.exists(path) for path in paths), f"file {relative} in connection '{spec.name}'"
+    source = _open_source(ctx, _plan(ctx), spec, interval)
+    try:
+        first = next(iter(source.rows()), None)
+    finally:
+        source.close()
+    return first is not None, f"rows of partition {interval.partition} in connection '{spec.name}'"

@@ -74,3 +74,25 @@ def test_the_sensor_fails_after_its_timeout_saying_what_it_waited_for(pipeline, 
     run = Run.objects.get()
     assert run.state == Run.State.FAILED
     assert "Timed out" in run.error
+
+
+def test_a_sql_sensor_waits_for_rows_of_the_partition(author, warehouse, now, tmp_path):
+    import sqlite3
+
+    source = tmp_path / "source.sqlite3"
+    with sqlite3.connect(source) as db:
+        db.execute("CREATE TABLE events (event_id TEXT, event_time TEXT)")
+    factories.make_connection("events_db", "sqlite", {"path": str(source)})
+    factories.make_ingestion_pipeline(
+        owner=author, now=now, source_connection="events_db", source="events", primary_key="event_id",
+        source_filter_column="event_time", template=factories.make_template(wait_for_source=SENSOR),
+    )
+    run_until_idle(now)
+    assert sensor().state == TaskRun.State.UP_FOR_RESCHEDULE
+    assert "rows of partition 2026-01-09 in connection 'events_db'" in sensor().error
+
+    with sqlite3.connect(source) as db:
+        db.execute("INSERT INTO events VALUES ('e1', '2026-01-09 10:00:00')")
+    run_until_idle(now + timedelta(seconds=60))
+
+    assert Run.objects.get().state == Run.State.SUCCESS
