@@ -112,6 +112,23 @@ def clean_quality(value: Any) -> dict[str, Any]:
     return cleaned
 
 
+def clean_wait_for_source(value: Any) -> dict[str, int]:
+    """The optional sensor: {"poke_seconds": 5..3600, "timeout_seconds": 60..86400}."""
+    if not isinstance(value, dict):
+        raise ValueError('wait_for_source: a mapping is needed, e.g. {"poke_seconds": 60, "timeout_seconds": 3600}.')
+    unknown = sorted(set(value) - {"poke_seconds", "timeout_seconds"})
+    if unknown:
+        raise ValueError(f"wait_for_source: unknown setting {', '.join(unknown)}; use poke_seconds, timeout_seconds.")
+    cleaned = {"poke_seconds": 60, "timeout_seconds": 3600}
+    for key, low, high in (("poke_seconds", 5, 3600), ("timeout_seconds", 60, 86400)):
+        if key in value:
+            number = value[key]
+            if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
+                raise ValueError(f"wait_for_source: {key} must be a whole number of seconds from {low} to {high}.")
+            cleaned[key] = number
+    return cleaned
+
+
 def clean_ingestion_inputs(raw: dict[str, Any], *, source_kind: str | None) -> dict[str, Any]:
     """Validate the partitioned-ingestion inputs; `source_kind` is the source connection's kind."""
     errors: dict[str, str] = {}
@@ -180,6 +197,8 @@ def clean_ingestion_inputs(raw: dict[str, Any], *, source_kind: str | None) -> d
         errors["write_mode"] = "The write mode is a guardrail of the template, not an input."
     if raw.get("quality") not in (None, "", {}):
         check("quality", lambda: clean_quality(raw.get("quality")))
+    if raw.get("wait_for_source") not in (None, "", {}):
+        check("wait_for_source", lambda: clean_wait_for_source(raw.get("wait_for_source")))
 
     keys_raw = raw.get("primary_key") or ""
     keys = keys_raw if isinstance(keys_raw, list) else [k.strip() for k in str(keys_raw).split(",") if k.strip()]
@@ -209,7 +228,7 @@ def clean_ingestion_inputs(raw: dict[str, Any], *, source_kind: str | None) -> d
         cleaned.pop("source", None)
     if source_kind == "http":
         cleaned.pop("source", None)
-    for optional in ("source_query", "quality"):
+    for optional in ("source_query", "quality", "wait_for_source"):
         if not cleaned.get(optional):
             cleaned.pop(optional, None)
     return cleaned

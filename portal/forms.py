@@ -45,7 +45,7 @@ class ServiceErrorsMixin:
 class PipelineForm(ServiceErrorsMixin, forms.Form):
     """The minimal form of the partitioned-ingestion template."""
 
-    service_field_map = {"slug": "name"}
+    service_field_map = {"slug": "name", "wait_for_source": "wait_for_source_minutes"}
     INPUT_FIELDS = (
         "schedule", "timezone", "source_connection", "source", "primary_key", "partition_column",
         "source_filter_column", "target_table",
@@ -81,6 +81,10 @@ class PipelineForm(ServiceErrorsMixin, forms.Form):
         required=False, help_text="SQL sources only: the column compared with ds when extracting.",
     )
     target_table = forms.CharField(required=False, help_text="Defaults to the pipeline's name.")
+    wait_for_source_minutes = forms.IntegerField(
+        required=False, min_value=1, max_value=1440, label="Wait for the source (minutes)",
+        help_text="Optional: poke every minute until the partition's file or rows appear, up to this long.",
+    )
     runbook_url = forms.CharField(
         required=False, label="Runbook URL", help_text="Where on-call looks when this pipeline fails.",
         widget=forms.URLInput(attrs={"placeholder": "https://wiki.example.com/runbooks/sales"}),
@@ -99,6 +103,9 @@ class PipelineForm(ServiceErrorsMixin, forms.Form):
         for optional in ("target_table", "source_filter_column"):  # the service fills the defaults
             if not inputs[optional]:
                 del inputs[optional]
+        if self.cleaned_data.get("wait_for_source_minutes"):
+            inputs["wait_for_source"] = {"poke_seconds": 60,
+                                         "timeout_seconds": self.cleaned_data["wait_for_source_minutes"] * 60}
         return inputs
 
     def tag_list(self) -> list[str]:

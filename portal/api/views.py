@@ -90,6 +90,10 @@ class PipelineListCreateApi(APIView):
         source_filter_column = serializers.CharField(required=False, allow_blank=True)
         target_table = serializers.CharField(required=False, allow_blank=True)
         warehouse_connection = serializers.CharField(default="warehouse")
+        wait_for_source = serializers.DictField(
+            required=False, help_text='Sensor: {"poke_seconds": 60, "timeout_seconds": 3600}.'
+        )
+        quality = serializers.DictField(required=False, help_text="Quality gates, e.g. {\"min_rows\": 100}.")
         runbook_url = serializers.CharField(required=False, allow_blank=True, default="")
         tags = serializers.ListField(child=serializers.CharField(), required=False, default=list)
         description = serializers.CharField(required=False, allow_blank=True, default="")
@@ -123,7 +127,7 @@ class PipelineListCreateApi(APIView):
         pipeline = services.pipeline_create(
             actor=request.user, team=team, slug=values.pop("name"), template=ingestion_template(),
             runbook_url=values.pop("runbook_url"), tags=values.pop("tags"), description=values.pop("description"),
-            inputs={k: v for k, v in values.items() if v not in ("", None)}, now=timezone.now(),
+            inputs={k: v for k, v in values.items() if v not in ("", None, {})}, now=timezone.now(),
         )
         return Response(_pipeline_out(pipeline), status=status.HTTP_201_CREATED)
 

@@ -159,3 +159,23 @@ def test_rerun_from_a_task_keeps_the_upstream_results(api, author, landing, now)
     assert dict(run.task_runs.values_list("task_id", "state")) == {
         "extract": "success", "validate": "success", "load": "success", "publish": "queued",
     }
+
+
+def test_a_sensor_can_be_asked_for_and_puts_wait_for_source_first(api, now, django_capture_on_commit_callbacks):
+    response = api.post("/api/v1/pipelines/", {**VALID, "wait_for_source": {"timeout_seconds": 7200}},
+                        format="json")
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["deployments"][0]["inputs"]["wait_for_source"] == {"poke_seconds": 60,
+                                                                              "timeout_seconds": 7200}
+    with django_capture_on_commit_callbacks(execute=False):
+        run = api.post("/api/v1/pipelines/daily_sales_load/runs/", {"logical_date": "2026-01-01"}, format="json")
+    assert [t["task_id"] for t in api.get(run.json()["url"]).json()["task_runs"]][0] == "wait_for_source"
+
+
+def test_a_sensor_with_a_timeout_out_of_range_is_refused_naming_the_field(api):
+    response = api.post("/api/v1/pipelines/", {**VALID, "wait_for_source": {"timeout_seconds": 5}}, format="json")
+
+    assert response.status_code == 400
+    assert "timeout_seconds" in response.json()["errors"]["wait_for_source"][0]
+    assert Pipeline.objects.count() == 0

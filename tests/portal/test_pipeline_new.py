@@ -150,3 +150,11 @@ def test_cron_preview_shows_the_error_for_a_bad_cron(author_client):
 def test_cron_preview_shows_the_error_for_a_bad_zone(author_client):
     response = author_client.post(reverse("cron_preview"), {"schedule": "@daily", "timezone": "Mars/Base"})
     assert "Unknown time zone" in response.content.decode().replace("&#x27;", "'")
+
+
+def test_the_form_can_add_a_wait_for_source_sensor(author_client, connections, analytics):
+    response = author_client.post(URL, form_data(team=str(analytics.pk), wait_for_source_minutes="90"))
+
+    assert response.status_code == 302
+    version = Pipeline.objects.get().versions.get()
+    assert version.inputs["wait_for_source"] == {"poke_seconds": 60, "timeout_seconds": 5400}
