@@ -18,6 +18,10 @@ DEFAULTS: dict[str, Any] = {
     "catchup": False,
     "max_active_runs": 1,
     "write_mode": "replace_partition",
+    "lookback": 0,
+    "allow_schema_changes": False,
+    # max_rejected_fraction is not set here: it defaults by environment (0 in stage and prod,
+    # 0.01 in dev); a template may set it.
     "quality": {"min_rows": 1},
     "require_owner": True,
 }

@@ -220,3 +220,25 @@ def next_fires(*, cron: str, timezone: str, after: datetime, count: int = 5) -> 
 def ingestion_template() -> Template:
     """The template behind the minimal form (created by the data migration)."""
     return Template.objects.get(slug=INGESTION_TEMPLATE_SLUG)
+
+
+def run_rejected_rows(*, run: Run, limit: int = 50) -> list[dict]:
+    """Rows the run quarantined (could not be parsed or cast), read from its warehouse; only
+    asked for when extract reported some, so most run pages cost no warehouse round trip."""
+    from pipelines.services.connections import connection_resolve
+    from pipelines.steps.base import StepError
+    from pipelines.steps.ingestion import rejected_rows
+
+    rejected = sum(
+        (task.metrics or {}).get("rows_rejected", 0) or 0 for task in run.task_runs.all() if task.task_id == "extract"
+    )
+    if not rejected:
+        return []
+    deployment = run.deployment
+    name = deployment.version.inputs.get("warehouse_connection", "warehouse")
+    try:
+        spec = connection_resolve(environment=deployment.environment, name=name)
+        return rejected_rows(spec, deployment.pipeline.slug, run.pk, limit=limit)
+    except (StepError, OSError) as exc:
+        return [{"partition": "", "raw_row": "", "reason": f"Could not read the rejected rows: {exc}",
+                 "rejected_at": ""}]

@@ -27,6 +27,7 @@ from pipelines.selectors import (
     pipeline_page,
     pipeline_rows_for_user,
     run_for_user,
+    run_rejected_rows,
 )
 from pipelines.services.runs import run_cancel, run_rerun
 from portal.forms import COMMON_TIMEZONES, BackfillForm, CronPreviewForm, PipelineForm, TriggerForm
@@ -216,6 +217,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "pipeline": run.deployment.pipeline,
         "zone": run.deployment.version.inputs.get("timezone", "UTC"),
         "task_runs": list(run.task_runs.all()),
+        "rejected_rows": run_rejected_rows(run=run),
     })
 
 
