@@ -113,14 +113,13 @@ def create_due_runs(now: datetime) -> int:
 def start_queued_runs(now: datetime) -> int:
     """Start queued runs, oldest logical date first, within max_active_runs: the deployment's
     for scheduled and manual runs, each backfill's own for its runs."""
+    # Which groups have a queued run is all that is needed (start_runs_for counts the running
+    # ones itself under its lock). `state = 'queued'` alone lets PostgreSQL read the partial
+    # index run_queued_idx, so an idle tick costs O(queued runs), not O(run history).
     groups = (
-        Run.objects.filter(state__in=[Run.State.QUEUED, Run.State.RUNNING])
+        Run.objects.filter(state=Run.State.QUEUED)
         .values("deployment_id", "backfill_id")
-        .annotate(
-            queued=Count("id", filter=Q(state=Run.State.QUEUED)),
-            running=Count("id", filter=Q(state=Run.State.RUNNING)),
-        )
-        .filter(queued__gt=0)
+        .distinct()
         .order_by()
     )
     started = 0
@@ -197,14 +196,16 @@ def reap_lost_task_runs(now: datetime) -> int:
     retried while tries remain); its worker, if it ever wakes, is refused by the fence."""
     cutoff = now - timedelta(seconds=settings.RAILYARD_LEASE_SECONDS)
     lost = TaskRun.objects.filter(state=TaskRun.State.RUNNING, heartbeat_at__lt=cutoff).values_list(
-        "id", "try_number", "worker"
+        "id", "try_number", "max_tries", "worker"
     )
     count = 0
-    for task_run_id, try_number, worker in list(lost[:1000]):
+    for task_run_id, try_number, max_tries, worker in list(lost[:1000]):
+        # The try number tells whether a retry follows: a task that kills its worker every
+        # time ends failed with "try 3 of 3 was reaped", not a reason that reads as transient.
         recorded = task_run_fail(
             task_run_id, try_number, now, retryable=True,
             error=f"Worker {worker or '?'} stopped heart-beating (lease {settings.RAILYARD_LEASE_SECONDS:.0f} s); "
-            "the try was reaped.",
+            f"try {try_number} of {max_tries} was reaped.",
         )
         count += recorded
     return count

@@ -114,6 +114,7 @@ def execute_task_run(task_run_id: int, try_number: int, *, clock: Callable[[], d
             guardrails=version.guardrails,
             connection=lambda name: connection_resolve(environment=deployment.environment, name=name),
             log=log,
+            staging_try=staging_try(task_run, try_number),
         )
         _inject_faults(ctx, task_run)
         result = get_step(deployment.pipeline.template.kind, task_run.task_id)(ctx)
@@ -145,6 +146,15 @@ def execute_task_run(task_run_id: int, try_number: int, *, clock: Callable[[], d
     finally:
         heartbeat.stop.set()
         heartbeat.join()
+
+
+def staging_try(task_run: TaskRun, try_number: int) -> int:
+    """Extract writes the staging table of its own try; later tasks read the one written by
+    the extract try that succeeded (the current one of the run's extract task run)."""
+    if task_run.task_id == "extract":
+        return try_number
+    extract = TaskRun.objects.filter(run_id=task_run.run_id, task_id="extract").values_list("try_number", flat=True)
+    return extract.first() or 0
 
 
 def _record_failure(

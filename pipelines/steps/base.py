@@ -49,6 +49,9 @@ class StepContext:
     guardrails: dict[str, Any]
     connection: Callable[[str], ConnectionSpec]
     log: Callable[[str], None] = print
+    # The try of the task that fills staging (extract) whose table the later tasks read: a
+    # stale try of extract, woken after its lease ran out, writes a table nobody reads.
+    staging_try: int = 0
 
     @property
     def ds_nodash(self) -> str:
@@ -66,8 +69,13 @@ class StepContext:
 
     @property
     def staging_table(self) -> str:
-        """One staging table per run, so concurrent runs never share one; always a safe identifier."""
-        return re.sub(r"[^A-Za-z0-9_]", "_", f"_stg_{self.pipeline}_{self.run_id}")[:63]
+        """One staging table per run and extract try, so neither concurrent runs nor a stale
+        try ever share one; always a safe identifier."""
+        return self.staging_table_of_try(self.staging_try)
+
+    def staging_table_of_try(self, try_number: int) -> str:
+        suffix = f"_{self.run_id}_{try_number}"
+        return re.sub(r"[^A-Za-z0-9_]", "_", f"_stg_{self.pipeline}"[: 63 - len(suffix)] + suffix)
 
 
 @dataclass

@@ -701,7 +701,9 @@ def _evolve_target(ctx: StepContext, wh: Database, plan: _Plan, staged_types: di
 def publish(ctx: StepContext) -> StepResult:
     plan = _plan(ctx)
     with _warehouse(ctx) as wh:
-        wh.drop_table(plan.staging_table)
+        # This try's staging and any left by earlier (stale or failed) tries of extract.
+        for try_number in range(0, ctx.staging_try + 1):
+            wh.drop_table(ctx.staging_table_of_try(try_number))
         if not wh.table_exists(plan.target_table):
             raise PermanentError(f"publish: target table {plan.target_table} does not exist; run load first.")
         rows = _count_partitions(wh, plan)

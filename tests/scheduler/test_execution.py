@@ -171,3 +171,26 @@ def test_a_run_that_ends_failed_calls_the_alert_hook_once(author, landing, wareh
         run_until_idle(now + timedelta(hours=1))
 
     assert [run.pk for run in failed_runs] == [Run.objects.get().pk]
+
+
+def test_each_extract_try_stages_into_its_own_table_so_a_stale_try_cannot_touch_the_live_one(pipeline, now, warehouse, settings):
+    """A worker frozen past its lease wakes up and re-runs extract's step for its old try:
+    its staging table is its own, so the live load is untouched."""
+    from pipelines.steps.base import StepContext
+
+    settings.RAILYARD_LEASE_SECONDS = 60
+    task = first_task(now)
+    task_run_claim(task.pk, 1, "frozen-worker", now)
+    reap_lost_task_runs(now + timedelta(minutes=5))  # try 1 is reaped, try 2 runs
+    run_until_idle(now + timedelta(hours=1))
+
+    run = Run.objects.get()
+    assert run.state == Run.State.SUCCESS
+    ctx = StepContext(pipeline="daily_sales_load", environment="dev", run_id=run.pk, task_id="extract",
+                      try_number=1, logical_date=run.logical_date, data_interval_start=run.data_interval_start,
+                      data_interval_end=run.data_interval_end, ds="2026-01-09", inputs={}, guardrails={},
+                      connection=lambda name: None, staging_try=1)
+    extract = TaskRun.objects.get(task_id="extract")
+    assert extract.try_number == 2
+    assert ctx.staging_table != ctx.staging_table_of_try(extract.try_number)
+    assert len(factories.warehouse_rows(warehouse, "daily_sales_load")) == 20
