@@ -1,6 +1,6 @@
 """The author's path through the pages in a real browser: sign in, create a pipeline with the
 form (watching the cron preview), open its page and run a date. Screenshots go to
-docs/screenshots/ for the README.
+var/screenshots/ to look at.
 
 No worker runs here: a triggered run just shows queued/running."""
 
@@ -19,7 +19,9 @@ from portal.accounts.models import Membership, Team
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Screenshots land in var/ (to look at after a run); the README's come from the running demo
+# (bench/screenshots.py), so a test run never dirties the work tree.
+SCREENSHOTS = Path(os.environ.get("RAILYARD_VAR_DIR") or Path(__file__).resolve().parents[2] / "var") / "screenshots"
 PASSWORD = "correct-horse-battery"
 
 pytestmark = [
