@@ -29,6 +29,8 @@ class Command(BaseCommand):
             "worker": [python, "-m", "celery", "-A", "portal", "worker", "--loglevel=INFO",
                        f"--concurrency={concurrency}", "--queues=default", "--without-gossip", "--without-mingle"],
         }
+        # SIGTERM (e.g. from `timeout` or a process manager) stops the three as Ctrl-C does.
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         processes = {name: subprocess.Popen(cmd, env=env) for name, cmd in commands.items()}
         self.stdout.write(self.style.SUCCESS(f"\nRailyard is running at http://127.0.0.1:{port}/"))
         self.stdout.write("Sign in as " + ", ".join(f"{u} / {p}" for u, p, _, _ in DEMO_USERS))
