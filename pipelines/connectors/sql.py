@@ -155,8 +155,15 @@ class Database:
     def cast_sql(self, expr: str, kind: str) -> str:
         return expr if kind == "text" else f"CAST({expr} AS {self.sql_type(kind)})"
 
+    # How this dialect merges two JSON objects, and turns a JSON value into text.
+    json_merge_function = "json_patch"
+
+    def json_text_sql(self, expr: str) -> str:
+        return expr
+
     def json_object_sql(self, columns: Sequence[str]) -> str:
-        """A SQL expression: the JSON text of these columns of the current row."""
+        """A SQL expression: the JSON text of these columns of the current row (json_object
+        takes at most so many arguments, so wide rows are built in chunks and merged)."""
         chunks = [columns[i : i + 40] for i in range(0, len(columns), 40)] or [[]]
         parts = [
             "json_object(" + ", ".join(f"'{c}', {quote_identifier(c, 'column')}" for c in chunk) + ")"
@@ -164,8 +171,8 @@ class Database:
         ]
         expr = parts[0]
         for part in parts[1:]:
-            expr = f"json_patch({expr}, {part})"
-        return expr
+            expr = f"{self.json_merge_function}({expr}, {part})"
+        return self.json_text_sql(expr)
 
     def create_table(
         self,
@@ -666,15 +673,9 @@ class DuckdbDatabase(Database):
     def cast_sql(self, expr: str, kind: str) -> str:
         return expr if kind == "text" else f"CAST(trim({expr}) AS {self.sql_type(kind)})"
 
-    def json_object_sql(self, columns: Sequence[str]) -> str:
-        chunks = [columns[i : i + 40] for i in range(0, len(columns), 40)] or [[]]
-        parts = [
-            "json_object(" + ", ".join(f"'{c}', {quote_identifier(c, 'column')}" for c in chunk) + ")"
-            for chunk in chunks
-        ]
-        expr = parts[0]
-        for part in parts[1:]:
-            expr = f"json_merge_patch({expr}, {part})"
+    json_merge_function = "json_merge_patch"
+
+    def json_text_sql(self, expr: str) -> str:
         return f"CAST({expr} AS VARCHAR)"
 
     def create_index(self, table: str, column: str) -> None:

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_settings(**env) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "RAILYARD_DEV", "SECRET_KEY", "DATABASE_URL")}
+    clean = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "RAILYARD_DEV", "SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL")}
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; "
                                "print(settings.DATABASES['default']['ENGINE'], settings.CELERY_BROKER_URL)"],
