@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterNotAlphaError, croniter
@@ -185,6 +186,13 @@ class Schedule:
         if self.fires_by_elapsed_time:
             return []
         return [_gap_end(self.zone, min(first, second), max(first, second))]
+
+
+@lru_cache(maxsize=4096)
+def schedule_for(cron: str, timezone: str = "UTC") -> Schedule:
+    """A validated Schedule, cached: the scheduler asks for the same few thousand schedules
+    every tick, and parsing a cron and loading a zone each time is most of a tick's CPU."""
+    return Schedule(cron, timezone)
 
 
 def _gap_end(zone: ZoneInfo, low: datetime, high: datetime) -> datetime:

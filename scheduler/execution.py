@@ -34,33 +34,37 @@ class Queued:
     timeout_seconds: int
 
 
+_ADMISSION_FIELDS = ("id", "pool", "try_number", "queue", "timeout_seconds")
+
+
 def queue_ready_task_runs(run_id: int, now: datetime) -> list[Queued]:
     """Queue every pending task run of a running run whose upstream tasks all succeeded."""
-    task_runs = list(TaskRun.objects.filter(run_id=run_id).values("id", "task_id", "state", "upstream"))
+    task_runs = list(TaskRun.objects.filter(run_id=run_id).values("task_id", "state", "upstream", *_ADMISSION_FIELDS))
     succeeded = {t["task_id"] for t in task_runs if t["state"] == TaskRun.State.SUCCESS}
     queued: list[Queued] = []
     for t in task_runs:
         if t["state"] == TaskRun.State.PENDING and set(t["upstream"]) <= succeeded:
-            queued += admit(t["id"], (TaskRun.State.PENDING,), now)
+            queued += admit(t, (TaskRun.State.PENDING,), now)
     return queued
 
 
-def admit(task_run_id: int, from_states: tuple[str, ...], now: datetime) -> list[Queued]:
+def admit(task_run: dict, from_states: tuple[str, ...], now: datetime) -> list[Queued]:
     """The one way into `queued`: straight in without a pool; through `scheduled` and a free
-    slot with one. Each admission is a new try (a new fencing token)."""
-    row = TaskRun.objects.filter(pk=task_run_id).values("pool").first()
-    if row is None:
-        return []
-    live = TaskRun.objects.filter(pk=task_run_id, state__in=from_states, run__state=Run.State.RUNNING)
-    if not row["pool"]:
-        if not live.update(state=TaskRun.State.QUEUED, try_number=F("try_number") + 1, queued_at=now,
+    slot with one. Each admission is a new try (a new fencing token).
+
+    `task_run` holds the row's _ADMISSION_FIELDS as read; the update is conditional on the
+    try number read, so the new try number is known without reading the row again."""
+    live = TaskRun.objects.filter(
+        pk=task_run["id"], state__in=from_states, try_number=task_run["try_number"], run__state=Run.State.RUNNING
+    )
+    if not task_run["pool"]:
+        if not live.update(state=TaskRun.State.QUEUED, try_number=task_run["try_number"] + 1, queued_at=now,
                            next_try_at=None):
             return []
-        t = TaskRun.objects.values("try_number", "queue", "timeout_seconds").get(pk=task_run_id)
-        return [Queued(task_run_id, t["try_number"], t["queue"], t["timeout_seconds"])]
+        return [Queued(task_run["id"], task_run["try_number"] + 1, task_run["queue"], task_run["timeout_seconds"])]
     if not live.update(state=TaskRun.State.SCHEDULED, next_try_at=None):
         return []
-    return admit_from_pool(row["pool"], now)
+    return admit_from_pool(task_run["pool"], now)
 
 
 def admit_from_pool(pool_name: str, now: datetime) -> list[Queued]:
@@ -79,14 +83,13 @@ def admit_from_pool(pool_name: str, now: datetime) -> list[Queued]:
             return []
         in_use = TaskRun.objects.filter(pool=pool_name, state__in=[TaskRun.State.QUEUED, TaskRun.State.RUNNING]).count()
         queued: list[Queued] = []
-        for t in waiting.order_by("run__logical_date", "position").values("id", "timeout_seconds")[
+        for t in waiting.order_by("run__logical_date", "position").values("id", "try_number", "timeout_seconds")[
             : max(pool.slots - in_use, 0)
         ]:
-            if TaskRun.objects.filter(pk=t["id"], state=TaskRun.State.SCHEDULED).update(
-                state=TaskRun.State.QUEUED, try_number=F("try_number") + 1, queued_at=now, queue=pool.queue
+            if TaskRun.objects.filter(pk=t["id"], state=TaskRun.State.SCHEDULED, try_number=t["try_number"]).update(
+                state=TaskRun.State.QUEUED, try_number=t["try_number"] + 1, queued_at=now, queue=pool.queue
             ):
-                try_number = TaskRun.objects.values_list("try_number", flat=True).get(pk=t["id"])
-                queued.append(Queued(t["id"], try_number, pool.queue, t["timeout_seconds"]))
+                queued.append(Queued(t["id"], t["try_number"] + 1, pool.queue, t["timeout_seconds"]))
         return queued
 
 
@@ -233,6 +236,9 @@ def _finish_run_if_done(run_id: int, now: datetime) -> None:
 
 def queue_retry(task_run_id: int, now: datetime) -> list[Queued]:
     """up_for_retry (or a sensor's up_for_reschedule) whose time came → admitted again."""
-    if not TaskRun.objects.filter(pk=task_run_id, state__in=WAITING_STATES, next_try_at__lte=now).exists():
-        return []
-    return admit(task_run_id, WAITING_STATES, now)
+    row = (
+        TaskRun.objects.filter(pk=task_run_id, state__in=WAITING_STATES, next_try_at__lte=now)
+        .values(*_ADMISSION_FIELDS)
+        .first()
+    )
+    return admit(row, WAITING_STATES, now) if row else []

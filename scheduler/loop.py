@@ -58,6 +58,15 @@ def tick(now: datetime | None = None) -> TickReport:
     return report
 
 
+def _relaxed_commit() -> None:
+    """On PostgreSQL, don't wait for this transaction's WAL flush. Safe here: the runs it
+    creates and the next_due_at it moves are lost or kept together, and a lost commit is
+    simply done again by the next tick. Saves a disk flush per due deployment."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
 def _locked(queryset):
     """Row locks where the database has them; SQLite serialises writers instead."""
     if connection.features.has_select_for_update_skip_locked:
@@ -74,6 +83,7 @@ def create_due_runs(now: datetime) -> int:
     created = 0
     for deployment_id in due_ids:
         with transaction.atomic():
+            _relaxed_commit()
             deployment = (
                 _locked(Deployment.objects.filter(pk=deployment_id, paused=False, next_due_at__lte=now))
                 .select_related("version", "pipeline__template")

@@ -16,8 +16,8 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from pipelines.cron import Schedule
-from pipelines.models import TaskRun
+from pipelines.cron import schedule_for
+from pipelines.models import Run, TaskRun
 from pipelines.services.connections import connection_resolve
 from pipelines.services.runs import sensor_settings
 from pipelines.steps import PermanentError, StepContext, TransientError, get_step
@@ -31,6 +31,7 @@ from scheduler.execution import (
     task_run_reschedule,
     task_run_succeed,
 )
+from scheduler.loop import start_runs_for
 
 logger = logging.getLogger("railyard.worker")
 
@@ -99,7 +100,7 @@ def execute_task_run(task_run_id: int, try_number: int, *, clock: Callable[[], d
     heartbeat = _Heartbeat(task_run_id, try_number, log)
     heartbeat.start()
     try:
-        schedule = Schedule(version.inputs["schedule"], version.inputs.get("timezone", "UTC"))
+        schedule = schedule_for(version.inputs["schedule"], version.inputs.get("timezone", "UTC"))
         ctx = StepContext(
             pipeline=deployment.pipeline.slug,
             environment=deployment.environment.slug,
@@ -139,10 +140,13 @@ def execute_task_run(task_run_id: int, try_number: int, *, clock: Callable[[], d
         log(f"success: rows read {result.rows_read}, rows written {result.rows_written}")
         heartbeat.stop.set()
         heartbeat.join()
-        dispatch.send(task_run_succeed(
+        queued = task_run_succeed(
             task_run_id, try_number, clock(), rows_read=result.rows_read, rows_written=result.rows_written,
             metrics=result.metrics, log=log.text(),
-        ))
+        )
+        dispatch.send(queued)
+        if not queued:  # perhaps the run's last task: its end frees a slot for the next run
+            start_next_runs(run.pk, clock())
     finally:
         heartbeat.stop.set()
         heartbeat.join()
@@ -161,7 +165,18 @@ def _record_failure(
     task_run_id: int, try_number: int, log: _Log, error: str, *, retryable: bool, now: datetime
 ) -> None:
     log(f"failed ({'will retry if tries remain' if retryable else 'not retryable'}): {error}")
-    task_run_fail(task_run_id, try_number, now, error=error, retryable=retryable, log=log.text())
+    if task_run_fail(task_run_id, try_number, now, error=error, retryable=retryable, log=log.text()):
+        run_id = TaskRun.objects.filter(pk=task_run_id).values_list("run_id", flat=True).first()
+        if run_id:
+            start_next_runs(run_id, now)
+
+
+def start_next_runs(run_id: int, now: datetime) -> None:
+    """When a run has ended, start the next queued runs of its deployment (or backfill) now,
+    instead of at the next tick: a backfill with max_active_runs 1 runs back to back."""
+    run = Run.objects.filter(pk=run_id, state__in=Run.FINISHED_STATES).values("deployment_id", "backfill_id").first()
+    if run:
+        start_runs_for(run["deployment_id"], run["backfill_id"], now)
 
 
 def _inject_faults(ctx: StepContext, task_run: TaskRun) -> None:

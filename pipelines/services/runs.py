@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from pipelines.cron import Schedule
+from pipelines.cron import Schedule, schedule_for
 from pipelines.models import Backfill, Deployment, Run, TaskRun
 from pipelines.services.audit import audit
 from pipelines.steps.registry import task_graph
@@ -14,7 +14,7 @@ from pipelines.steps.registry import task_graph
 
 def deployment_schedule(deployment: Deployment) -> Schedule:
     inputs = deployment.version.inputs
-    return Schedule(inputs["schedule"], inputs.get("timezone", "UTC"))
+    return schedule_for(inputs["schedule"], inputs.get("timezone", "UTC"))
 
 
 def logical_date_for(deployment: Deployment, when: date | datetime) -> datetime:

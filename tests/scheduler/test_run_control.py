@@ -103,3 +103,22 @@ def test_a_cancelled_runs_late_result_is_refused(author, landing, warehouse, now
 
     assert Run.objects.get().state == Run.State.CANCELLED
     assert set(TaskRun.objects.values_list("state", flat=True)) == {TaskRun.State.CANCELLED}
+
+
+def test_when_a_run_ends_the_next_queued_run_starts_without_waiting_for_a_tick(author, landing, warehouse, now):
+    from scheduler import worker
+
+    for day in ("2026-01-01", "2026-01-02"):
+        factories.write_sales_csv(landing, day, rows=3)
+    deployment = factories.make_ingestion_pipeline(owner=author, now=now).deployments.get()
+    deployment.paused = True
+    deployment.save()
+    backfill_create(actor=author, deployment=deployment, start=date(2026, 1, 1), end=date(2026, 1, 2), now=now)
+    start_queued_runs(now)
+
+    for _ in range(4):  # the first run's four tasks, executed as a worker would, with no tick
+        task = TaskRun.objects.get(state=TaskRun.State.QUEUED)
+        worker.execute_task_run(task.pk, task.try_number, clock=lambda: now)
+
+    states = dict(Run.objects.values_list("logical_date__day", "state"))
+    assert states == {1: Run.State.SUCCESS, 2: Run.State.RUNNING}
