@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin
 
 from pipelines.models import (
@@ -13,6 +14,7 @@ from pipelines.models import (
     TaskRun,
     Template,
 )
+from pipelines.services.connections import connection_save
 
 
 @admin.register(Environment)
@@ -20,13 +22,32 @@ class EnvironmentAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "order", "requires_approval"]
 
 
+class ConnectionForm(forms.ModelForm):
+    secret = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False),
+        help_text="A password, token or header value. Stored encrypted and never shown again; "
+        "leave empty to keep the stored one.",
+    )
+
+    class Meta:
+        model = Connection
+        fields = ["environment", "name", "kind", "config"]
+
+
 @admin.register(Connection)
 class ConnectionAdmin(admin.ModelAdmin):
-    # The encrypted secret is never shown; set it with the connection form or API.
+    # The secret is write-only: encrypted by the service, never rendered back.
+    form = ConnectionForm
     list_display = ["name", "environment", "kind", "has_secret", "updated_at"]
     list_filter = ["environment", "kind"]
     search_fields = ["name"]
-    exclude = ["secret_encrypted"]
+
+    def save_model(self, request, obj, form, change):
+        saved = connection_save(
+            actor=request.user, environment=obj.environment, name=obj.name, kind=obj.kind, config=obj.config,
+            secret=form.cleaned_data.get("secret") or None,
+        )
+        obj.pk = saved.pk
 
     @admin.display(boolean=True, description="secret set")
     def has_secret(self, obj):
