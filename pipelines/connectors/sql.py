@@ -4,7 +4,9 @@ Callers write SQL with `?` placeholders and quoted identifiers (pipelines.identi
 dialect class translates placeholders, opens transactions, streams rows and moves bulk data
 (executemany on SQLite, COPY on PostgreSQL, Arrow batches on DuckDB). Tables are created with
 logical column types (pipelines.connectors.types): `castable_sql`/`cast_sql` test and cast
-staged text set-wise in each dialect. MySQL/MariaDB is a source only. Driver errors leave as TransientError (worth a
+staged text set-wise in each dialect; on PostgreSQL `strict_cast_sql` casts in one pass,
+failing (inside `attempt`'s savepoint) on any value castable_sql refuses, and `copy_csv` lets
+COPY parse a plain CSV file. MySQL/MariaDB is a source only. Driver errors leave as TransientError (worth a
 retry: lock, lost connection) or PermanentError (bad table, bad SQL); no message ever holds
 the connection's secret.
 """
@@ -12,17 +14,18 @@ the connection's secret.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pipelines.connectors import types as logical
 from pipelines.identifiers import quote_identifier
 from pipelines.steps.base import ConnectionSpec, PermanentError, TransientError
 
 BATCH_SIZE = 5000
+T = TypeVar("T")
 
 
 def batched(rows: Iterable[Any], size: int = BATCH_SIZE) -> Iterator[list[Any]]:
@@ -154,6 +157,21 @@ class Database:
 
     def cast_sql(self, expr: str, kind: str) -> str:
         return expr if kind == "text" else f"CAST({expr} AS {self.sql_type(kind)})"
+
+    def strict_cast_sql(self, expr: str, kind: str, value: str | None = None) -> str | None:
+        """A cast that raises a data error for every non-NULL value castable_sql refuses (so one
+        pass, in `attempt`, can replace check + cast); None where the dialect has none. `value`:
+        a column holding CAST(expr AS type) (see precast_sql), computed once by the caller."""
+        return None
+
+    def precast_sql(self, expr: str, kind: str) -> str:
+        """The plain cast strict_cast_sql takes as `value` (it may fail: then so would the value)."""
+        return f"CAST({expr} AS {self.sql_type(kind)})"
+
+    def attempt(self, work: Callable[[], T]) -> T | None:
+        """work() in a savepoint; None, rolled back, if the database refused the data (a value
+        that does not cast, a malformed COPY line). Only where strict_cast_sql exists."""
+        raise NotImplementedError
 
     # How this dialect merges two JSON objects, and turns a JSON value into text.
     json_merge_function = "json_patch"
@@ -358,6 +376,13 @@ class SqliteDatabase(Database):
 
 
 # ---------------------------------------------------------------------------------------
+COPY_CHUNK = 1 << 20  # bytes of a CSV file sent to COPY at a time
+
+
+class _CopyAbandoned(Exception):
+    """A CSV file holds what only a row-by-row read handles the same way."""
+
+
 class PostgresDatabase(Database):
     dialect = "postgres"
     _create_unlogged = "CREATE UNLOGGED TABLE"  # staging: no WAL, it is rebuilt on a retry anyway
@@ -387,6 +412,40 @@ class PostgresDatabase(Database):
 
     def cast_sql(self, expr: str, kind: str) -> str:
         return expr if kind == "text" else f"CAST(trim({expr}) AS {self.sql_type(kind)})"
+
+    def _canonical_sql(self, expr: str, kind: str, value: str) -> str:
+        """A cheap condition that, for a value whose cast succeeds, implies castable_sql (most
+        often: the value is the cast's own output, in a form the pattern accepts). The patterns
+        cost ~1 µs a value; this is a length, or a text output and a comparison."""
+        if kind == "integer":
+            if self.conn.info.server_version < 160000:
+                # int8in takes whitespace, a sign and digits, nothing else: at most 18 of them.
+                return f"(octet_length({expr}) < 19)"
+            # 16+ also takes 0x1F, 0o17, 0b101 and 1_000: its own output has none of them.
+            return f"(octet_length({expr}) < 19 AND {value}::text = {expr})"
+        if kind == "double":  # finite ('NaN' and 'Infinity' are their own output)
+            return f"({value}::text = {expr} AND {expr} NOT IN ('NaN', 'Infinity', '-Infinity'))"
+        if kind in ("date", "timestamp"):  # a 4-digit year AD: no ' BC', not 'infinity'
+            return f"({value}::text = {expr} AND {value} >= '0001-01-01' AND {value} < '10000-01-01')"
+        return "false"
+
+    def strict_cast_sql(self, expr: str, kind: str, value: str | None = None) -> str | None:
+        if kind == "text":
+            return expr
+        value = value or self.precast_sql(expr, kind)
+        # A refused value becomes text no type accepts (not a constant: no error at plan time).
+        return (f"CASE WHEN {self._canonical_sql(expr, kind, value)} THEN {value} ELSE "
+                f"CAST(CASE WHEN {expr} IS NULL OR {self.castable_sql(expr, kind)} THEN trim({expr}) "
+                f"ELSE 'railyard: refused' END AS {self.sql_type(kind)}) END")
+
+    def attempt(self, work: Callable[[], T]) -> T | None:
+        try:
+            with self.conn.transaction():  # a savepoint inside a transaction
+                return work()
+        except PermanentError as exc:
+            if str(getattr(exc, "sqlstate", None) or "").startswith("22"):  # class 22: data exception
+                return None
+            raise
 
     def json_object_sql(self, columns: Sequence[str]) -> str:
         chunks = [columns[i : i + 40] for i in range(0, len(columns), 40)] or [[]]
@@ -465,7 +524,9 @@ class PostgresDatabase(Database):
                 psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:
             raise TransientError(f"{self.describe()}: {doing} failed: {self._scrub(exc)}") from None
         except psycopg.Error as exc:
-            raise PermanentError(f"{self.describe()}: {doing} failed: {self._scrub(exc)}") from None
+            error = PermanentError(f"{self.describe()}: {doing} failed: {self._scrub(exc)}")
+            error.sqlstate = exc.sqlstate  # type: ignore[attr-defined]  # for attempt()
+            raise error from None
 
     def close(self) -> None:
         self.conn.close()
@@ -531,6 +592,33 @@ class PostgresDatabase(Database):
                     copy.write_row(row)
                     total += 1
         return total
+
+    def copy_csv(self, table: str, columns: Sequence[str], binary: Any) -> int | None:
+        """Stream a CSV file's bytes (UTF-8, comma-separated, a header line, skipped) into these
+        columns of `table`, for PostgreSQL to parse, COPY_CHUNK bytes at a time; the number of
+        rows. None, rolled back to a savepoint, if PostgreSQL refuses it (a line with too few or
+        too many fields, bad UTF-8), or if it holds what PostgreSQL and Python's csv module read
+        differently (a quote character, a '\\.' line): the caller then reads it row by row.
+        Empty fields are NULL, as csv_rows makes them. Inside a transaction only."""
+        names = ", ".join(quote_identifier(c, "column") for c in columns)
+        sql = (f"COPY {quote_identifier(table, 'table')} ({names}) FROM STDIN WITH (FORMAT csv, HEADER true, "
+               f"ENCODING 'UTF8', FORCE_NULL ({names}))")
+
+        def work() -> int:
+            with self._errors("copy"), self.conn.cursor() as cur:
+                with cur.copy(sql) as copy:
+                    last = b""
+                    while chunk := binary.read(COPY_CHUNK):
+                        if b'"' in chunk or b"\\." in chunk or (last == b"\\" and chunk[:1] == b"."):
+                            raise _CopyAbandoned
+                        copy.write(chunk)
+                        last = chunk[-1:]
+                return cur.rowcount
+
+        try:
+            return self.attempt(work)
+        except _CopyAbandoned:
+            return None
 
     def table_exists(self, table: str) -> bool:
         return bool(

@@ -18,7 +18,10 @@ Write modes (guardrail `write_mode`): replace_partition (DELETE the partitions +
 merge_by_key (upsert by primary key; unchanged rows are not rewritten where the dialect can
 tell), append_dedupe (insert keys not present). The target's primary key is
 (partition_column, *primary_key) for replace_partition, (*primary_key) for the two others,
-since a key is unique across partitions there.
+since a key is unique across partitions there. merge_by_key is an upsert: a row deleted from
+the source of a partition stays in the target (rows may move between partitions on late
+updates, so the target's rows of a partition are not the source's); use replace_partition
+when the target must mirror each partition's source exactly.
 
 Lookback (guardrail `lookback`, int, default 0): extract also reads the previous N intervals
 (each with its own template variables and partition value) and replace_partition replaces all
@@ -60,6 +63,7 @@ from pipelines.steps.base import ConnectionSpec, PermanentError, StepContext, St
 WRITE_MODES = ("replace_partition", "merge_by_key", "append_dedupe")
 RAW_ERROR = "_railyard_error"
 RAW_TEXT = "_railyard_raw"
+RAW_SKIP = "_railyard_skip"  # PostgreSQL: where COPY puts a source's own partition column (replaced)
 SAMPLE_ROWS = 1000  # rows sampled to infer the types of untyped (text) sources
 FAILED_SAMPLE = 100  # rejected rows kept when the run fails anyway
 
@@ -354,10 +358,14 @@ def _open_source(ctx: StepContext, plan: _Plan, spec: ConnectionSpec, interval: 
 # extract
 
 
-def _raw_rows(rows, width: int, index: int | None, partition: str, order: list[int] | None):
-    """Source rows as raw staging rows: text values, the partition, then error and raw text."""
+def _raw_rows(rows, width: int, index: int | None, partition: str, order: list[int] | None,
+              flagged: list[int] | None = None):
+    """Source rows as raw staging rows: text values, the partition, then error and raw text
+    (rows flagged with an error are counted in flagged[0])."""
     for row in rows:
         if isinstance(row, Rejected):
+            if flagged is not None:
+                flagged[0] += 1
             values: list[Any] = [None] * width
             values[width - 1 if index is None else index] = partition
             values.extend((row.reason, row.raw))
@@ -372,6 +380,34 @@ def _raw_rows(rows, width: int, index: int | None, partition: str, order: list[i
             values[index] = partition
         values.extend((None, None))
         yield values
+
+
+UTF8_NAMES = (None, "", "utf-8", "utf8", "utf-8-sig", "utf_8", "utf_8_sig")
+
+
+def _copy_csv(ctx: StepContext, wh: Database, plan: _Plan, raw: str, source: Any, interval: Interval) -> int | None:
+    """PostgreSQL parses a plain CSV file itself (COPY, streamed): the number of rows read, or
+    None when the rows are to be read in Python (another format or dialect, options COPY does
+    not share, or a file COPY refuses, whose bad lines Python quarantines by line number)."""
+    copy_csv = getattr(wh, "copy_csv", None)
+    if not (copy_csv and isinstance(source, FileSource) and source.format == "csv" and len(source.paths) == 1
+            and source.options["delimiter"] == "," and source.options["header"]
+            and (source.options["encoding"] or "").lower() in UTF8_NAMES and len(source.columns) >= 2):
+        return None
+    partition = interval.partition.replace("'", "''")
+    wh.execute(f"ALTER TABLE {quote_identifier(raw, 'table')} ALTER COLUMN {_q(plan.partition_column)} "
+               f"SET DEFAULT '{partition}'")
+    columns = [RAW_SKIP if c == plan.partition_column else c for c in source.columns]
+    binary = source.location.open_binary(source.paths[0])
+    try:
+        copied = copy_csv(raw, columns, binary)
+    except (OSError, TimeoutError) as exc:
+        raise source.location.error(exc, source.location.display(source.paths[0])) from None
+    finally:
+        binary.close()
+    if copied is None:
+        ctx.log(f"extract: {source.location.display(source.paths[0])} read row by row")
+    return copied
 
 
 class _Quarantine:
@@ -409,6 +445,7 @@ def extract(ctx: StepContext) -> StepResult:
         source_columns: list[str] = []
         source_types: dict[str, str | None] = {}
         rows_read = bytes_read = 0
+        flagged = [0]  # rows the source could not parse
         with wh.transaction():
             for interval in plan.intervals:
                 source = _open_source(ctx, plan, spec, interval)
@@ -420,7 +457,9 @@ def extract(ctx: StepContext) -> StepResult:
                         if plan.partition_column not in columns:
                             columns.append(plan.partition_column)
                         source_types = dict(source.types)
-                        wh.create_table(raw, [(c, "text") for c in (*columns, RAW_ERROR, RAW_TEXT)], temporary=True)
+                        extra = [RAW_SKIP] if hasattr(wh, "copy_csv") else []
+                        wh.create_table(raw, [(c, "text") for c in (*columns, RAW_ERROR, RAW_TEXT, *extra)],
+                                        temporary=True)
                     elif list(source.columns) != source_columns:
                         if sorted(source.columns) != sorted(source_columns):
                             raise PermanentError(
@@ -431,10 +470,14 @@ def extract(ctx: StepContext) -> StepResult:
                     index = (source_columns.index(plan.partition_column)
                              if plan.partition_column in source_columns else None)
                     width = len(columns)
-                    rows_read += wh.bulk_insert(
-                        raw, [*columns, RAW_ERROR, RAW_TEXT],
-                        _raw_rows(source.rows(), width, index, interval.partition, order),
-                    )
+                    copied = _copy_csv(ctx, wh, plan, raw, source, interval)
+                    if copied is not None:
+                        rows_read += copied
+                    else:
+                        rows_read += wh.bulk_insert(
+                            raw, [*columns, RAW_ERROR, RAW_TEXT],
+                            _raw_rows(source.rows(), width, index, interval.partition, order, flagged),
+                        )
                     bytes_read += getattr(source, "bytes_read", 0) or 0
                 finally:
                     source.close()
@@ -442,36 +485,16 @@ def extract(ctx: StepContext) -> StepResult:
 
         types = _decide_types(ctx, wh, plan, raw, columns, source_types)
         quarantine = _Quarantine(wh, columns, types, plan.partition_column)
-        counts = wh.query(
-            f"SELECT COUNT(*), SUM(CASE WHEN {quarantine.any_bad} THEN 1 ELSE 0 END)"
-            + "".join(f", SUM(CASE WHEN {quarantine.bad[c]} THEN 1 ELSE 0 END)" for c, _ in quarantine.checked)
-            + f" FROM {quote_identifier(raw, 'table')}"
-        )[0]
-        rejected = int(counts[1] or 0)
-        per_column = {c: int(n or 0) for (c, _), n in zip(quarantine.checked, counts[2:], strict=True)}
-        allowed = max_rejected_fraction(ctx)
-        failing = rejected > allowed * rows_read
         rejected_table = rejected_table_name(ctx.pipeline)
-        with wh.transaction():
-            _record_rejects(ctx, wh, raw, rejected_table, quarantine, rejected,
-                            limit=FAILED_SAMPLE if failing else None)
-            if failing:
-                wh.drop_table(raw)
-        if failing:
-            raise _too_many_rejected(wh, plan, raw, quarantine, types, per_column, rejected, rows_read, allowed,
-                                     rejected_table)
-
         stage_started = clock.monotonic()
-        with wh.transaction():
-            wh.create_table(plan.staging_table, [(c, types[c]) for c in columns], unlogged=True)
-            names = ", ".join(_q(c) for c in columns)
-            casts = ", ".join(wh.cast_sql(_q(c), types[c]) for c in columns)
-            staged = wh.execute(
-                f"INSERT INTO {quote_identifier(plan.staging_table, 'table')} ({names}) SELECT {casts} "
-                f"FROM {quote_identifier(raw, 'table')} WHERE NOT ({quarantine.any_bad})"
-            )
-            wh.drop_table(raw)
-        wh.analyze(plan.staging_table)
+        staged = None
+        if not flagged[0]:
+            staged = _stage_optimistically(ctx, wh, plan, raw, columns, types, quarantine, rejected_table)
+        if staged is not None:
+            rejected = 0
+        else:
+            rejected, staged = _check_and_stage(ctx, wh, plan, raw, columns, types, quarantine, rejected_table,
+                                                rows_read)
     if rejected:
         ctx.log(f"extract: {rejected} of {rows_read} rows quarantined in {rejected_table}")
     ctx.log(f"extract: {staged} rows of partition {', '.join(plan.partitions)} staged in {plan.staging_table}")
@@ -487,6 +510,74 @@ def extract(ctx: StepContext) -> StepResult:
         "seconds_read": round(read_seconds, 3),
         "seconds_stage": round(clock.monotonic() - stage_started, 3),
     })
+
+
+def _insert_staging(wh: Database, plan: _Plan, source: str, columns: list[tuple[str, str]], casts: list[str],
+                    where: str = "") -> int:
+    """Create the staging table and fill it from `source` (SQL: a table or subquery)."""
+    wh.create_table(plan.staging_table, list(columns), unlogged=True)
+    names = ", ".join(_q(c) for c, _ in columns)
+    return wh.execute(
+        f"INSERT INTO {quote_identifier(plan.staging_table, 'table')} ({names}) SELECT {', '.join(casts)} "
+        f"FROM {source}{where}"
+    )
+
+
+def _stage_optimistically(ctx: StepContext, wh: Database, plan: _Plan, raw: str, columns: list[str],
+                          types: dict[str, str], quarantine: _Quarantine, rejected_table: str) -> int | None:
+    """Cast every row in one pass, with casts that fail on any value castable_sql refuses;
+    None (nothing changed) if one does: then the rows are checked and quarantined."""
+    if wh.strict_cast_sql(_q(RAW_TEXT), "integer") is None:  # the dialect has no strict casts
+        return None
+    checked = [c for c, _ in quarantine.checked]
+    # Each plain cast computed once, in a subquery (OFFSET 0 keeps it from being inlined).
+    values = {c: _q(f"_railyard_v{i}") for i, c in enumerate(checked)}
+    casts = [wh.strict_cast_sql(_q(c), types[c], values[c]) if c in values else wh.cast_sql(_q(c), types[c])
+             for c in columns]
+    if any(cast is None for cast in casts):
+        return None
+    precast = "".join(f", {wh.precast_sql(_q(c), types[c])} AS {values[c]}" for c in checked)
+    source = f"(SELECT *{precast} FROM {quote_identifier(raw, 'table')} OFFSET 0) AS r"
+    with wh.transaction():
+        staged = wh.attempt(lambda: _insert_staging(wh, plan, source, [(c, types[c]) for c in columns], casts))
+        if staged is None:
+            ctx.log("extract: some values do not cast; checking each row")
+            return None
+        _record_rejects(ctx, wh, raw, rejected_table, quarantine, 0, limit=None)
+        wh.drop_table(raw)
+    wh.analyze(plan.staging_table)
+    return staged
+
+
+def _check_and_stage(ctx: StepContext, wh: Database, plan: _Plan, raw: str, columns: list[str],
+                     types: dict[str, str], quarantine: _Quarantine, rejected_table: str,
+                     rows_read: int) -> tuple[int, int]:
+    """Test every value, quarantine the rows that do not cast, stage the rest: (rejected, staged)."""
+    counts = wh.query(
+        f"SELECT COUNT(*), SUM(CASE WHEN {quarantine.any_bad} THEN 1 ELSE 0 END)"
+        + "".join(f", SUM(CASE WHEN {quarantine.bad[c]} THEN 1 ELSE 0 END)" for c, _ in quarantine.checked)
+        + f" FROM {quote_identifier(raw, 'table')}"
+    )[0]
+    rejected = int(counts[1] or 0)
+    per_column = {c: int(n or 0) for (c, _), n in zip(quarantine.checked, counts[2:], strict=True)}
+    allowed = max_rejected_fraction(ctx)
+    failing = rejected > allowed * rows_read
+    with wh.transaction():
+        _record_rejects(ctx, wh, raw, rejected_table, quarantine, rejected,
+                        limit=FAILED_SAMPLE if failing else None)
+        if failing:
+            wh.drop_table(raw)
+    if failing:
+        raise _too_many_rejected(wh, plan, raw, quarantine, types, per_column, rejected, rows_read, allowed,
+                                 rejected_table)
+
+    with wh.transaction():
+        staged = _insert_staging(wh, plan, quote_identifier(raw, "table"), [(c, types[c]) for c in columns],
+                                 [wh.cast_sql(_q(c), types[c]) for c in columns],
+                                 f" WHERE NOT ({quarantine.any_bad})")
+        wh.drop_table(raw)
+    wh.analyze(plan.staging_table)
+    return rejected, staged
 
 
 def _decide_types(ctx: StepContext, wh: Database, plan: _Plan, raw: str, columns: list[str],
@@ -650,7 +741,9 @@ def load(ctx: StepContext) -> StepResult:
             staged = wh.scalar(f"SELECT COUNT(*) FROM {quote_identifier(plan.staging_table, 'table')}")
             if not wh.table_exists(plan.target_table):
                 wh.create_table(plan.target_table, list(staged_types.items()), primary_key=plan.target_key)
-                wh.create_index(plan.target_table, plan.partition_column)
+                if wh.dialect != "postgres" or plan.target_key[0] != plan.partition_column:
+                    # On PostgreSQL, replace_partition's key (partition_column, ...) serves as the index.
+                    wh.create_index(plan.target_table, plan.partition_column)
                 ctx.log(f"load: created {plan.target_table} ({', '.join(f'{c} {t}' for c, t in staged_types.items())})")
             else:
                 _evolve_target(ctx, wh, plan, staged_types)
