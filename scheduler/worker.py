@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -113,7 +114,8 @@ def execute_task_run(task_run_id: int, try_number: int, *, clock: Callable[[], d
             ds=schedule.partition_date(run.logical_date),
             inputs=version.inputs,
             guardrails=version.guardrails,
-            connection=lambda name: connection_resolve(environment=deployment.environment, name=name),
+            # Resolved (and decrypted) once per name for this try.
+            connection=functools.cache(lambda name: connection_resolve(environment=deployment.environment, name=name)),
             log=log,
             staging_try=staging_try(task_run, try_number),
         )
