@@ -93,12 +93,51 @@ def admit_from_pool(pool_name: str, now: datetime) -> list[Queued]:
         return queued
 
 
-def run_start(run_id: int, now: datetime) -> list[Queued]:
-    """queued → running, then queue its first tasks."""
+def runs_start(run_ids: list[int], now: datetime) -> tuple[int, list[Queued]]:
+    """queued → running for many runs in one statement, then queue their first tasks in bulk.
+    The caller holds the locks that make the run limits exact. Returns (runs started, queued)."""
+    if not run_ids:
+        return 0, []
     with transaction.atomic():
-        if not Run.objects.filter(pk=run_id, state=Run.State.QUEUED).update(state=Run.State.RUNNING, started_at=now):
-            return []
-        return queue_ready_task_runs(run_id, now)
+        started = Run.objects.filter(pk__in=run_ids, state=Run.State.QUEUED).update(
+            state=Run.State.RUNNING, started_at=now
+        )
+        if not started:
+            return 0, []
+        return started, queue_ready_task_runs_of(run_ids, now)
+
+
+def queue_ready_task_runs_of(run_ids: list[int], now: datetime) -> list[Queued]:
+    """queue_ready_task_runs for many running runs at once: one read, one conditional UPDATE
+    of the ready task runs without a pool and one read-back of their new try numbers; the
+    pooled ones go to `scheduled` and through admit_from_pool."""
+    task_runs = list(
+        TaskRun.objects.filter(run_id__in=run_ids, run__state=Run.State.RUNNING)
+        .values("run_id", "task_id", "state", "upstream", *_ADMISSION_FIELDS)
+    )
+    succeeded = {(t["run_id"], t["task_id"]) for t in task_runs if t["state"] == TaskRun.State.SUCCESS}
+    ready = [
+        t for t in task_runs
+        if t["state"] == TaskRun.State.PENDING and all((t["run_id"], up) in succeeded for up in t["upstream"])
+    ]
+    queued: list[Queued] = []
+    direct = [t["id"] for t in ready if not t["pool"]]
+    if direct and TaskRun.objects.filter(pk__in=direct, state=TaskRun.State.PENDING, run__state=Run.State.RUNNING).update(
+        state=TaskRun.State.QUEUED, try_number=F("try_number") + 1, queued_at=now, next_try_at=None
+    ):
+        queued += [
+            Queued(*row)
+            for row in TaskRun.objects.filter(pk__in=direct, state=TaskRun.State.QUEUED, queued_at=now)
+            .order_by("run_id", "position")
+            .values_list("id", "try_number", "queue", "timeout_seconds")
+        ]
+    pooled = [t for t in ready if t["pool"]]
+    if pooled and TaskRun.objects.filter(
+        pk__in=[t["id"] for t in pooled], state=TaskRun.State.PENDING, run__state=Run.State.RUNNING
+    ).update(state=TaskRun.State.SCHEDULED, next_try_at=None):
+        for pool in sorted({t["pool"] for t in pooled}):
+            queued += admit_from_pool(pool, now)
+    return queued
 
 
 def task_run_claim(task_run_id: int, try_number: int, worker: str, now: datetime) -> bool:

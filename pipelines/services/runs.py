@@ -58,33 +58,59 @@ def run_create(
 
     Invariant: never two runs for one (deployment, logical date). The unique constraint makes
     a concurrent double insert fail; we then return the winner's row."""
-    schedule = deployment_schedule(deployment)
-    interval_end = schedule.next_fire(logical_date)
-    guardrails = deployment.version.guardrails
     existing = Run.objects.filter(deployment=deployment, logical_date=logical_date).first()
     if existing:
         return existing, False
     try:
         with transaction.atomic():
-            run = Run.objects.create(
-                deployment=deployment, logical_date=logical_date, data_interval_start=logical_date,
-                data_interval_end=interval_end, trigger=trigger, backfill=backfill, queued_at=now,
-                not_before=time_guard(schedule, interval_end, guardrails.get("not_before"))
-                if trigger == Run.Trigger.SCHEDULE else None,
-                triggered_by=actor if getattr(actor, "pk", None) else None,
-            )
-            TaskRun.objects.bulk_create(
-                TaskRun(run=run, task_id=task_id, position=position, upstream=upstream,
-                        pool=guardrails.get("task_pools", {}).get(task_id, guardrails.get("pool", "")),
-                        max_tries=int(guardrails.get("retries", 0)) + 1,
-                        timeout_seconds=int(guardrails.get("execution_timeout_seconds", 1200)))
-                for position, (task_id, upstream) in enumerate(
-                    task_graph(deployment.pipeline.template.kind, sensor=sensor_settings(deployment.version))
-                )
-            )
+            run = build_run(deployment, deployment_schedule(deployment), logical_date, now, trigger=trigger,
+                            backfill=backfill, actor=actor)
+            run.save(force_insert=True)
+            TaskRun.objects.bulk_create(build_task_runs(deployment, [run]))
     except IntegrityError:
         return Run.objects.get(deployment=deployment, logical_date=logical_date), False
     return run, True
+
+
+def build_run(
+    deployment: Deployment,
+    schedule: Schedule,
+    logical_date: datetime,
+    now: datetime,
+    *,
+    trigger: str = Run.Trigger.SCHEDULE,
+    backfill: Backfill | None = None,
+    actor=None,
+    interval_end: datetime | None = None,
+) -> Run:
+    """The unsaved run of one logical date (scheduled runs get the time guard). `interval_end`
+    (the schedule's next fire after the logical date) when the caller knows it already."""
+    interval_end = interval_end or schedule.next_fire(logical_date)
+    return Run(
+        deployment=deployment, logical_date=logical_date, data_interval_start=logical_date,
+        data_interval_end=interval_end, trigger=trigger, backfill=backfill, queued_at=now,
+        not_before=time_guard(schedule, interval_end, deployment.version.guardrails.get("not_before"))
+        if trigger == Run.Trigger.SCHEDULE else None,
+        triggered_by=actor if getattr(actor, "pk", None) else None,
+    )
+
+
+def build_task_runs(deployment: Deployment, runs: list[Run]) -> list[TaskRun]:
+    """The unsaved task runs of new runs of one deployment: its template's task graph (with
+    the sensor when configured), pools, retries and timeout from the version's guardrails.
+    The one definition for run_create and the scheduler's batch creation."""
+    guardrails = deployment.version.guardrails
+    task_pools = guardrails.get("task_pools", {})
+    default_pool = guardrails.get("pool", "")
+    max_tries = int(guardrails.get("retries", 0)) + 1
+    timeout = int(guardrails.get("execution_timeout_seconds", 1200))
+    graph = task_graph(deployment.pipeline.template.kind, sensor=sensor_settings(deployment.version))
+    return [
+        TaskRun(run=run, task_id=task_id, position=position, upstream=list(upstream),
+                pool=task_pools.get(task_id, default_pool), max_tries=max_tries, timeout_seconds=timeout)
+        for run in runs
+        for position, (task_id, upstream) in enumerate(graph)
+    ]
 
 
 def run_trigger(*, actor, deployment: Deployment, logical_date: datetime, now: datetime) -> Run:

@@ -24,6 +24,7 @@ from django.utils import timezone
 from pipelines.models import Deployment, Run, TaskRun
 from pipelines.services import backfill_create
 from pipelines.services.runs import deployment_schedule
+from scheduler.loop import MAX_CATCHUP_PER_TICK
 from tests import factories
 from tests.faults.processes import (
     assert_partitions_equal_files,
@@ -218,11 +219,16 @@ def creating_runs() -> bool:
         return cursor.fetchone()[0]
 
 
+MISSED = 1600  # > 3 × MAX_CATCHUP_PER_TICK
+
+
 def test_a_scheduler_killed_while_catching_up_creates_each_missed_interval_exactly_once(
     author, landing, warehouse, processes
 ):
     now = timezone.now()
-    # Creation only (max_active_runs 0: never started), 300 missed five-minute intervals each.
+    # Creation only (max_active_runs 0: never started), MISSED five-minute intervals each: more
+    # than one tick creates (MAX_CATCHUP_PER_TICK per deployment per tick), so a scheduler's
+    # life has several creating transactions to be killed in.
     catchup_all = fault_template("five-minutely-catchup", catchup=True, max_active_runs=0)
     catchup_off = fault_template("five-minutely-latest", catchup=False, max_active_runs=0)
     # Executed by a worker while schedulers die: four missed days.
@@ -235,7 +241,7 @@ def test_a_scheduler_killed_while_catching_up_creates_each_missed_interval_exact
                                               template=daily)
     for pipeline in [*made, latest_only]:
         Deployment.objects.filter(pipeline=pipeline).update(
-            next_due_at=pipeline.deployments.get().next_due_at - timedelta(minutes=5 * 300))
+            next_due_at=pipeline.deployments.get().next_due_at - timedelta(minutes=5 * MISSED))
     Deployment.objects.filter(pipeline=small).update(
         next_due_at=small.deployments.get().next_due_at - timedelta(days=3))
     big = [p.deployments.get() for p in made]
@@ -255,17 +261,23 @@ def test_a_scheduler_killed_while_catching_up_creates_each_missed_interval_exact
     def committed() -> int:
         return Deployment.objects.filter(pk__in=first_due).exclude(next_due_at__in=first_due.values()).count()
 
-    # Kill k lands while the scheduler is creating a deployment's catchup runs, once at least
-    # k deployments are done: the first kill mid-way through the first one, later ones after
-    # some have committed.
+    def committed_runs() -> int:
+        return Run.objects.filter(deployment__in=big).count()
+
+    # Kill k lands while the scheduler is creating catchup runs, once at least k ticks' worth
+    # of them have committed: the first kill mid-way through the first transaction, later ones
+    # after some have committed. (Deployments are created in batches, several per transaction.)
+    per_tick = len(big) * MAX_CATCHUP_PER_TICK
     for attempt in range(3):
         scheduler = processes.scheduler(f"killed-{attempt}")
-        wait_until(lambda a=attempt: committed() >= a and creating_runs(), timeout=30, interval=0.02,
-                   message=f"the scheduler to be creating catchup runs\n{processes.all_logs()}")
+        wait_until(lambda a=attempt: committed_runs() >= a * per_tick and creating_runs(), timeout=30,
+                   interval=0.02, message=f"the scheduler to be creating catchup runs\n{processes.all_logs()}")
         time.sleep(rng.uniform(0, 0.3))
         kill_group(scheduler)
         scheduler.wait()
-        # All or nothing per deployment: runs and next_due_at commit together.
+        # All or nothing per deployment: its runs and its next_due_at commit together (in its
+        # batch's transaction), and what is committed is whole ticks' worth of intervals.
+        assert committed_runs() % per_tick == 0 or committed_runs() >= len(big) * MISSED, committed_runs()
         done = 0
         for deployment in big:
             count = Run.objects.filter(deployment=deployment).count()
@@ -290,7 +302,7 @@ def test_a_scheduler_killed_while_catching_up_creates_each_missed_interval_exact
         schedule = deployment_schedule(deployment)
         assert deployment.next_due_at > checked_at - timedelta(seconds=5)
         fires = list(schedule.fires_between(first_due[deployment.pk], deployment.next_due_at - timedelta(microseconds=1)))
-        assert len(fires) >= 301
+        assert len(fires) >= MISSED + 1
         logical_dates = sorted(Run.objects.filter(deployment=deployment).values_list("logical_date", flat=True))
         assert logical_dates == [schedule.previous_fire(fire) for fire in fires], deployment
         created += len(logical_dates)

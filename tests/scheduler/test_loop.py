@@ -153,3 +153,28 @@ def test_catchup_of_the_last_n_intervals_after_an_outage(author, landing, wareho
 
     dates = [r.logical_date.date().isoformat() for r in Run.objects.order_by("logical_date")]
     assert dates == ["2026-01-09", "2026-01-13", "2026-01-14"]
+
+
+def test_a_manual_run_created_during_batch_creation_is_kept_and_not_doubled(author, landing, warehouse, now,
+                                                                            monkeypatch):
+    from pipelines.services import run_trigger
+    from scheduler import loop
+
+    pipelines = [factories.make_ingestion_pipeline(owner=author, now=now, slug=f"batch_{i}") for i in range(3)]
+    manual_for = pipelines[1].deployments.get()
+    real_build_run = loop.build_run
+
+    def build_run_racing_a_trigger(deployment, schedule, logical_date, *args, **kwargs):
+        # A manual trigger of the same logical date commits between the read of existing runs
+        # and the batch's insert: the insert fails and the batch goes one deployment at a time.
+        if deployment.pk == manual_for.pk and not Run.objects.filter(deployment=deployment).exists():
+            run_trigger(actor=author, deployment=deployment, logical_date=logical_date, now=now)
+        return real_build_run(deployment, schedule, logical_date, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "build_run", build_run_racing_a_trigger)
+    created = create_due_runs(now)
+
+    assert created == 2
+    assert Run.objects.count() == 3 and TaskRun.objects.count() == 12
+    assert Run.objects.get(deployment=manual_for).trigger == Run.Trigger.MANUAL
+    assert set(Deployment.objects.values_list("next_due_at", flat=True)) == {utc(2026, 1, 11, 2, 30)}
