@@ -238,8 +238,40 @@ class Database:
         raise NotImplementedError
 
 
+class _EmbeddedTransactions:
+    """Transactions of the embedded databases (SQLite, DuckDB): explicit BEGIN/COMMIT on one
+    connection, nested blocks joining the outer one."""
+
+    _depth: int
+
+    def begin_statement(self) -> str:
+        raise NotImplementedError
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:  # nested: part of the outer transaction
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        with self._errors("begin"):  # type: ignore[attr-defined]
+            self.conn.execute(self.begin_statement())  # type: ignore[attr-defined]
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self.conn.rollback()  # type: ignore[attr-defined]
+            raise
+        self._depth = 0
+        with self._errors("commit"):  # type: ignore[attr-defined]
+            self.conn.commit()  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------------------------------
-class SqliteDatabase(Database):
+class SqliteDatabase(_EmbeddedTransactions, Database):
     dialect = "sqlite"
     # Declared types that read back as the same logical type; dates and timestamps are ISO text.
     SQL_TYPES = {
@@ -308,27 +340,8 @@ class SqliteDatabase(Database):
         except sqlite3.Error as exc:
             raise self._translate(exc, doing) from None
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        if self._depth:  # nested: part of the outer transaction
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        with self._errors("begin"):
-            self.conn.execute("BEGIN" if self.read_only else "BEGIN IMMEDIATE")
-        self._depth = 1
-        try:
-            yield
-        except BaseException:
-            self._depth = 0
-            self.conn.rollback()
-            raise
-        self._depth = 0
-        with self._errors("commit"):
-            self.conn.commit()
+    def begin_statement(self) -> str:
+        return "BEGIN" if self.read_only else "BEGIN IMMEDIATE"
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._errors("query"):
@@ -637,7 +650,7 @@ class PostgresDatabase(Database):
         return [row[0] for row in rows]
 
 
-class DuckdbDatabase(Database):
+class DuckdbDatabase(_EmbeddedTransactions, Database):
     """An embedded DuckDB file as a warehouse (one writing process at a time: DuckDB's rule)."""
 
     dialect = "duckdb"
@@ -683,27 +696,8 @@ class DuckdbDatabase(Database):
         except self._duckdb.Error as exc:
             raise self._translate(exc, doing) from None
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        with self._errors("begin"):
-            self.conn.execute("BEGIN TRANSACTION")
-        self._depth = 1
-        try:
-            yield
-        except BaseException:
-            self._depth = 0
-            self.conn.rollback()
-            raise
-        self._depth = 0
-        with self._errors("commit"):
-            self.conn.commit()
+    def begin_statement(self) -> str:
+        return "BEGIN TRANSACTION"
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._errors("query"):
