@@ -297,7 +297,10 @@ class SqliteDatabase(_EmbeddedTransactions, Database):
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                self.conn.execute("PRAGMA journal_mode=WAL")
+                # Switching to WAL needs the file to itself and fails at once (no busy wait)
+                # while another run writes; a file in WAL mode stays so: switch only once.
+                if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self.conn.execute("PRAGMA journal_mode=WAL")
             # SQLite's own CAST is lenient ('12abc' -> 12): strict casts run in Python, inside
             # the set-based statements (no Python loop of our own over the rows).
             self.conn.create_function("railyard_castable", 2, logical.castable, deterministic=True)
