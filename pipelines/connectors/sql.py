@@ -148,8 +148,17 @@ class Database:
             return "double"
         return "text"
 
+    # The SQL function naming the current schema, for information_schema look-ups.
+    current_schema_sql = "current_schema()"
+
     def column_types(self, table: str) -> dict[str, str]:
-        raise NotImplementedError
+        """Column → logical type, from information_schema (SQLite overrides with its pragma)."""
+        rows = self.query(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            f" WHERE table_schema = {self.current_schema_sql} AND table_name = ? ORDER BY ordinal_position",
+            [table],
+        )
+        return {name: self.logical_type(declared) for name, declared in rows}
 
     def castable_sql(self, expr: str, kind: str) -> str:
         """A SQL condition: the text `expr` (not NULL) casts to `kind`."""
@@ -471,14 +480,6 @@ class PostgresDatabase(Database):
         ]
         return "(" + " || ".join(parts) + ")::text"
 
-    def column_types(self, table: str) -> dict[str, str]:
-        rows = self.query(
-            "SELECT column_name, data_type FROM information_schema.columns"
-            " WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
-            [table],
-        )
-        return {name: self.logical_type(declared) for name, declared in rows}
-
     def primary_key(self, table: str) -> list[str]:
         rows = self.query(
             "SELECT a.attname FROM pg_index i"
@@ -777,14 +778,6 @@ class DuckdbDatabase(_EmbeddedTransactions, Database):
     def columns(self, table: str) -> list[str]:
         return list(self.column_types(table))
 
-    def column_types(self, table: str) -> dict[str, str]:
-        rows = self.query(
-            "SELECT column_name, data_type FROM information_schema.columns"
-            " WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
-            [table],
-        )
-        return {name: self.logical_type(declared) for name, declared in rows}
-
     def primary_key(self, table: str) -> list[str]:
         rows = self.query(
             "SELECT constraint_column_names FROM duckdb_constraints()"
@@ -908,13 +901,7 @@ class MysqlDatabase(Database):
     def columns(self, table: str) -> list[str]:
         return list(self.column_types(table))
 
-    def column_types(self, table: str) -> dict[str, str]:
-        rows = self.query(
-            "SELECT column_name, data_type FROM information_schema.columns"
-            " WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position",
-            [table],
-        )
-        return {name: self.logical_type(declared) for name, declared in rows}
+    current_schema_sql = "DATABASE()"
 
 
 SQL_KINDS = ("sqlite", "postgres", "mysql", "duckdb")
